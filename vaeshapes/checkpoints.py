@@ -1,0 +1,80 @@
+"""Orbax checkpoints: train state + resolved config, one step per epochs-completed count.
+
+Layout: ``<workdir>/checkpoints/<epoch>/{state,config}``. A checkpoint carries its
+config, so ``eval.py`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from vaeshapes.validation import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def config_to_json_dict(config) -> dict:
+    """The config as plain JSON types (tuples become lists), for storage and comparison."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
+def manager(checkpoint_dir: Path, max_to_keep: int | None = None,
+            read_only: bool = False) -> ocp.CheckpointManager:
+    """A synchronous CheckpointManager over ``checkpoint_dir`` keeping ``max_to_keep``."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(checkpoint_dir).absolute(), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, epoch: int, states, config) -> None:
+    """Writes ``states`` and ``config`` as step ``epoch`` (atomic: tmp dir, then rename)."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(states),
+                              config=ocp.args.JsonSave(config_to_json_dict(config)))
+    mngr.save(epoch, args=args, force=True)
+    mngr.wait_until_finished()
+
+
+def restore_config(mngr: ocp.CheckpointManager, epoch: int) -> ml_collections.ConfigDict:
+    """The config stored with checkpoint ``epoch``."""
+    try:
+        stored = mngr.restore(epoch, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
+        raise UserError(f"cannot read the config of checkpoint "
+                        f"{mngr.directory / str(epoch)}: {type(e).__name__}") from e
+    return ml_collections.ConfigDict(stored.config)
+
+
+def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):
+    """The train state of checkpoint ``epoch``, shaped like ``target`` (arrays or abstract)."""
+    try:
+        stored = mngr.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+    except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
+        raise UserError(f"cannot restore checkpoint {mngr.directory / str(epoch)}: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    return stored.state
+
+
+def locate(path: str | Path) -> tuple[Path, int]:
+    """(checkpoint dir, epoch) for a workdir, its checkpoints/ dir, or one step dir.
+
+    A workdir or checkpoints/ dir resolves to its latest step.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--ckpt={path}: no such file or directory")
+    if path.name.isdigit() and (path / "state").is_dir():
+        return path.parent, int(path.name)
+    ckpt_dir = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir()
+                   if p.is_dir() and p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise UserError(f"--ckpt={path}: no checkpoint found (expected a workdir, its "
+                        f"{CHECKPOINT_DIR}/ folder, or a step folder)")
+    return ckpt_dir, steps[-1]

@@ -1,0 +1,127 @@
+"""Flax linen convolutional VAEs, built from the config's ``model`` section.
+
+One module, ``ConvVAE``, covers both sources: the layer lists come from the config.
+Use it functionally: ``model.apply(params, x, method="encode")`` and
+``model.apply(params, z, method="decode")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vaeshapes import data
+
+
+class ConvVAE(nn.Module):
+    """Conv encoder -> (mu, logvar); dense + transposed-conv decoder -> logits.
+
+    Attributes:
+      latent_dim: size of z.
+      num_classes: pixel classes for a categorical image (int input [B, H, W],
+        embedded with ``embed_dim``); 0 for a binary image (float input [B, H, W, 1]).
+      embed_dim: embedding size for categorical pixels (unused when binary).
+      encoder_convs: (features, stride) of each 3x3 SAME conv, ReLU after each.
+      encoder_dense: widths of ReLU dense layers between flatten and the heads.
+      decoder_input_shape: (h, w, c) that the decoder's first dense layer fills.
+      decoder_dense_relu: whether a ReLU follows that dense layer.
+      decoder_convs: (features, stride) of each 3x3 SAME transposed conv, ReLU after
+        each; a final stride-1 transposed conv maps to the output logits.
+    """
+
+    latent_dim: int
+    num_classes: int
+    embed_dim: int
+    encoder_convs: Sequence[tuple[int, int]]
+    encoder_dense: Sequence[int]
+    decoder_input_shape: tuple[int, int, int]
+    decoder_dense_relu: bool
+    decoder_convs: Sequence[tuple[int, int]]
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_classes if self.num_classes else 1
+
+    def setup(self):
+        if self.num_classes:
+            self.embed = nn.Embed(self.num_classes, self.embed_dim)
+        self.enc_convs = [nn.Conv(f, (3, 3), strides=(s, s), padding="SAME")
+                          for f, s in self.encoder_convs]
+        self.enc_dense = [nn.Dense(f) for f in self.encoder_dense]
+        self.fc_mu = nn.Dense(self.latent_dim)
+        self.fc_logvar = nn.Dense(self.latent_dim)
+        h, w, c = self.decoder_input_shape
+        self.fc_decode = nn.Dense(h * w * c)
+        self.dec_convs = [nn.ConvTranspose(f, (3, 3), strides=(s, s), padding="SAME")
+                          for f, s in self.decoder_convs]
+        self.dec_out = nn.ConvTranspose(self.out_channels, (3, 3), padding="SAME")
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Images [B, H, W] (int classes) or [B, H, W, 1] (binary) -> mu, logvar [B, D]."""
+        if self.num_classes:
+            chex.assert_rank(x, 3)
+            h = self.embed(x)
+        else:
+            chex.assert_rank(x, 4)
+            h = x.astype(jnp.float32)
+        for conv in self.enc_convs:
+            h = nn.relu(conv(h))
+        h = h.reshape(h.shape[0], -1)
+        for dense in self.enc_dense:
+            h = nn.relu(dense(h))
+        mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        chex.assert_shape([mu, logvar], (x.shape[0], self.latent_dim))
+        return mu, logvar
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """Latents [B, D] -> logits [B, H, W, num_classes] (or [B, H, W, 1] if binary)."""
+        chex.assert_shape(z, (None, self.latent_dim))
+        h = self.fc_decode(z)
+        if self.decoder_dense_relu:
+            h = nn.relu(h)
+        h = h.reshape(z.shape[0], *self.decoder_input_shape)
+        for conv in self.dec_convs:
+            h = nn.relu(conv(h))
+        return self.dec_out(h)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Logits decoded from the posterior mean, with mu and logvar (used for init)."""
+        mu, logvar = self.encode(x)
+        return self.decode(mu), mu, logvar
+
+
+def build_model(config) -> ConvVAE:
+    """The ConvVAE described by ``config.model`` and ``config.latent_dim``."""
+    m = config.model
+    return ConvVAE(
+        latent_dim=config.latent_dim,
+        num_classes=m.num_classes,
+        embed_dim=m.embed_dim,
+        encoder_convs=tuple(tuple(c) for c in m.encoder_convs),
+        encoder_dense=tuple(m.encoder_dense),
+        decoder_input_shape=tuple(m.decoder_input_shape),
+        decoder_dense_relu=m.decoder_dense_relu,
+        decoder_convs=tuple(tuple(c) for c in m.decoder_convs),
+    )
+
+
+def input_shape(config) -> tuple[int, ...]:
+    """Shape of one input image: (H, W) for categorical, (H, W, 1) for binary."""
+    h, w = data.IMAGE_SHAPES[config.data.name]
+    return (h, w) if config.model.num_classes else (h, w, 1)
+
+
+def init_params(model: ConvVAE, config, key: jax.Array):
+    """Fresh parameters for ``model`` from ``key``."""
+    dtype = jnp.int32 if config.model.num_classes else jnp.float32
+    x = jnp.zeros((1, *input_shape(config)), dtype)
+    return model.init(key, x)
+
+
+def count_params(params) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,16 @@
+"""Named random keys: one root key from the config seed, split by purpose."""
+
+import jax
+
+PURPOSES = ("data", "init", "train", "eval")
+
+
+def purpose_key(seed: int, purpose: str) -> jax.Array:
+    """The key for one purpose (data, init, train, eval) of a run with ``seed``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), PURPOSES.index(purpose))
+
+
+def replica_keys(seed: int, purpose: str, num_seeds: int) -> jax.Array:
+    """Keys [num_seeds, 2] for independent replicas; replica 0 is the same in any run."""
+    base = purpose_key(seed, purpose)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jax.numpy.arange(num_seeds))

@@ -1,0 +1,74 @@
+"""Config validation before anything compiles; one-line errors that name the field."""
+
+from __future__ import annotations
+
+import math
+
+from vaeshapes import data
+
+
+class UserError(Exception):
+    """A problem with the user's input; the CLIs print it as one line and exit 2."""
+
+
+def _get(config, field: str):
+    node = config
+    for part in field.split("."):
+        if part not in node:
+            raise UserError(f"config.{field} is missing")
+        node = node[part]
+    return node
+
+
+def _check_int(config, field: str, low: int, high: float = math.inf) -> None:
+    value = _get(config, field)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        allowed = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+        raise UserError(f"config.{field} = {value!r}: must be an integer {allowed}")
+
+
+def _check_float(config, field: str, low: float, *, strict: bool = False) -> None:
+    value = _get(config, field)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > low if strict else value >= low))
+    if not ok:
+        raise UserError(f"config.{field} = {value!r}: must be a finite number "
+                        f"{'>' if strict else '>='} {low}")
+
+
+def validate_config(config) -> None:
+    """Raises UserError naming the first bad field; returns None if the config is usable."""
+    for field in ("num_epochs", "batch_size", "latent_dim", "log_every",
+                  "checkpoint_every", "keep_checkpoints", "num_seeds", "eval_batch_size",
+                  "data.num_train", "data.num_test"):
+        _check_int(config, field, 1)
+    _check_int(config, "seed", 0, 2**31 - 1)
+    _check_int(config, "data.num_val", 0)
+    _check_float(config, "learning_rate", 0.0, strict=True)
+    _check_float(config, "beta", 0.0)
+    _check_float(config, "latent_noise_std", 0.0)
+    name = _get(config, "data.name")
+    if name not in data.GENERATORS:
+        raise UserError(f"config.data.name = {name!r}: must be one of {sorted(data.GENERATORS)}")
+    if config.batch_size > config.data.num_train:
+        raise UserError(f"config.batch_size = {config.batch_size} is larger than the train "
+                        f"split (config.data.num_train = {config.data.num_train})")
+    want_classes = data.NUM_CLASSES[name]
+    if _get(config, "model.num_classes") != want_classes:
+        raise UserError(f"config.model.num_classes = {config.model.num_classes}: dataset "
+                        f"{name!r} needs {want_classes} (0 means binary pixels)")
+    if want_classes:
+        _check_int(config, "model.embed_dim", 1)
+    _check_decoder_output(config)
+    if not isinstance(_get(config, "init_from"), str):
+        raise UserError(f"config.init_from = {config.init_from!r}: must be a path string")
+
+
+def _check_decoder_output(config) -> None:
+    """The decoder's strides must bring decoder_input_shape back to the image size."""
+    h, w, _ = _get(config, "model.decoder_input_shape")
+    scale = math.prod(stride for _, stride in _get(config, "model.decoder_convs"))
+    want = data.IMAGE_SHAPES[config.data.name]
+    if (h * scale, w * scale) != tuple(want):
+        raise UserError(f"config.model.decoder_input_shape = {(h, w)} with decoder strides "
+                        f"{scale}x gives {(h * scale, w * scale)} images; the data is {want}")
