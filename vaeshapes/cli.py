@@ -17,6 +17,35 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing where every failure is one line on stderr and exit code 2.
+
+    ml_collections raises plain exceptions (with tracebacks) for a config file that
+    does not load or an override of a field that does not exist.
+    """
+    from absl import flags
+
+    try:
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            flags.FLAGS.config.keys()  # config_flags defers a load failure to first use
+        return rest
+    except flags.Error as e:
+        message = str(e)
+    except (AttributeError, KeyError) as e:
+        override = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.")), "")
+        message = f"unknown config field in {override or 'an override'}: {e}"
+    except (OSError, SyntaxError, ImportError, ValueError, TypeError) as e:
+        config = next((a for a in argv[1:] if a.startswith("--config=")), "--config")
+        path = config.partition("=")[2].split(":")[0]  # config_flags allows file.py:arg
+        if path and not Path(path).is_file():
+            message = f"{config}: no such config file"
+        else:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            message = f"{config}: cannot load the config file ({type(e).__name__}: {first})"
+    sys.exit(_fail(message, EXIT_USER_ERROR))
+
+
 def quiet_logs() -> None:
     """Only errors from absl logging (Orbax logs every file it writes at INFO)."""
     from absl import logging

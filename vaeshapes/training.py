@@ -85,7 +85,7 @@ def train_step(state: TrainState, batch: jax.Array, *, config, model, optimizer)
     state = state.replace(step=state.step + 1, opt_state=opt_state,
                           params=optax.apply_updates(state.params, updates))
     metrics = dict(loss=loss, recon=terms["recon"].mean(), kl=terms["kl"].mean(),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=optax.tree.norm(grads))
     return state, metrics
 
 

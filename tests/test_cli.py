@@ -1,0 +1,96 @@
+"""train.py and eval.py as a user runs them (subprocesses), on a tiny config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+TINY = ["--config.num_epochs=2", "--config.data.num_train=64", "--config.data.num_test=64",
+        "--config.batch_size=16", "--config.checkpoint_every=1", "--config.eval_batch_size=32",
+        "--config.log_every=1"]
+
+RECT_EVAL_KEYS = ("num_params", "test/recon_per_pixel", "test/kl_per_pixel",
+                  "test/neg_elbo_nats_per_image", "test/entropy_floor_nats_per_image",
+                  "test/exact_match", "test/pixel_accuracy")
+FIGURES = ("training_curves.png", "reconstructions.png", "prior_samples.png",
+           "latent_traversal.png")
+
+
+def run(script, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def rect_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("rect")
+    result = run("train.py", "--config=configs/rect.py", f"--workdir={workdir}", *TINY)
+    assert result.returncode == 0, result.stderr
+    return workdir, result
+
+
+def test_train_prints_source_format_lines(rect_run):
+    _, result = rect_run
+    lines = [l for l in result.stdout.splitlines() if l.startswith("Epoch ")]
+    assert len(lines) == 2
+    assert lines[0].startswith("Epoch 0: Loss = ") and "(Recon: " in lines[0]
+
+
+def test_eval_writes_metrics_and_figures(rect_run, tmp_path):
+    workdir, _ = rect_run
+    result = run("eval.py", f"--ckpt={workdir}", f"--outdir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in RECT_EVAL_KEYS:
+        assert key in metrics, key
+    assert metrics["num_params"] == 21_346
+    assert metrics["epoch"] == 2
+    assert metrics["test/entropy_floor_nats_per_image"] == pytest.approx(9.8233, abs=1e-4)
+    assert 0 <= metrics["test/exact_match"] <= 1
+    assert metrics["test/neg_elbo_nats_per_image"] > 9.8233  # nothing beats the entropy
+    for name in FIGURES:
+        assert (tmp_path / name).stat().st_size > 1000, name
+
+
+def test_eval_accepts_a_step_folder_and_defaults_outdir(rect_run):
+    workdir, _ = rect_run
+    result = run("eval.py", f"--ckpt={workdir / 'checkpoints' / '1'}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["epoch"] == 1
+
+
+def test_rerun_in_same_workdir_resumes_without_retraining(rect_run):
+    workdir, _ = rect_run
+    result = run("train.py", "--config=configs/rect.py", f"--workdir={workdir}", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from" in result.stdout
+    assert "Epoch " not in result.stdout
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    ("train.py", ["--config=configs/nope.py"], "no such config file"),
+    ("train.py", ["--config=configs/rect.py", "--config.nonexistent=3"], "nonexistent"),
+    ("train.py", ["--config=configs/rect.py", "--config.batch_size=abc"], "batch_size"),
+    ("train.py", ["--config=configs/rect.py", "--config.batch_size=0"], "batch_size"),
+    ("train.py", ["--config=configs/rect.py", "--config.num_epochs=-5"], "num_epochs"),
+    ("train.py", ["--config=configs/rect.py", "--config.latent_dim=0"], "latent_dim"),
+    ("train.py", ["--config=configs/rect.py", "--config.learning_rate=-1.0"], "learning_rate"),
+    ("train.py", ["--config=configs/rect.py", "--config.data.num_train=0"], "num_train"),
+    ("train.py", ["--config=configs/rect.py", "--config.batch_size=5000"], "larger than"),
+    ("train.py", ["--config=configs/rect.py", "--config.model.num_classes=3"], "num_classes"),
+    ("train.py", [], "--config"),
+    ("eval.py", ["--ckpt=/nonexistent/run"], "no such file"),
+    ("eval.py", ["--ckpt=configs"], "no checkpoint found"),
+    ("eval.py", [], "--ckpt"),
+])
+def test_bad_input_gets_one_line_error(script, args, needle, tmp_path):
+    result = run(script, *args, f"--workdir={tmp_path}" if script == "train.py" else
+                 f"--outdir={tmp_path}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert needle in errors[0]

@@ -1,0 +1,121 @@
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_rect_config
+from vaeshapes import checkpoints, data, models, rng, training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny 2-seed run (4 epochs, checkpoints at 2 and 4), shared by several tests."""
+    config = tiny_rect_config()
+    config.num_seeds = 2
+    workdir = tmp_path_factory.mktemp("run")
+    states = training.train(config, workdir)
+    return config, workdir, states
+
+
+def test_train_writes_metrics_checkpoints_and_curves(trained):
+    config, workdir, states = trained
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    for key in ("train/loss_per_pixel", "train/recon_per_pixel", "train/kl_per_pixel"):
+        assert all(np.isfinite(r[key]) for r in records)
+        assert f"{key}/std" in records[0]  # two seeds
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [2, 4]
+    assert (workdir / "figures" / "training_curves.png").stat().st_size > 0
+    chex.assert_shape(states.epoch, (2,))
+    assert states.epoch.tolist() == [4, 4]
+
+
+def test_seed_replicas_differ_and_replica0_equals_single_seed_run(trained, tmp_path):
+    config, _, states = trained
+    p0, p1 = (jax.tree_util.tree_map(lambda x, i=i: x[i], states.params) for i in (0, 1))
+    assert not np.allclose(p0["params"]["fc_mu"]["kernel"], p1["params"]["fc_mu"]["kernel"])
+    single = tiny_rect_config()
+    single_states = training.train(single, tmp_path)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[0], single_states.params),
+                                p0, atol=1e-5)
+
+
+def test_checkpoint_round_trip_gives_identical_state(trained):
+    config, workdir, states = trained
+    mngr = checkpoints.manager(workdir / "checkpoints", read_only=True)
+    model = models.build_model(config)
+    abstract = jax.eval_shape(lambda: training.init_states(config, model,
+                                                          training.make_optimizer(config)))
+    restored = checkpoints.restore_states(mngr, 4, abstract)
+    chex.assert_trees_all_equal(restored, states)
+    assert checkpoints.config_to_json_dict(checkpoints.restore_config(mngr, 4)) == \
+        checkpoints.config_to_json_dict(config)
+
+
+def test_resume_continues_at_the_right_epoch_and_matches(trained, tmp_path):
+    config, _, states = trained
+    short = tiny_rect_config()
+    short.num_seeds = 2
+    short.num_epochs = 2
+    training.train(short, tmp_path)
+    resumed = training.train(config, tmp_path)  # same workdir, 4 epochs: resumes at 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    chex.assert_trees_all_equal(resumed.params, states.params)
+
+
+def test_resume_with_a_different_model_is_refused(trained):
+    config, workdir, _ = trained
+    other = tiny_rect_config()
+    other.num_seeds = 2
+    other.latent_dim = 4
+    with pytest.raises(training.UserError, match="latent_dim"):
+        training.train(other, workdir)
+
+
+def test_a_few_steps_lower_the_loss():
+    config = tiny_rect_config()
+    model = models.build_model(config)
+    optimizer = training.make_optimizer(config)
+    states = training.init_states(config, model, optimizer)
+    images = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images
+    chunk = training.make_train_chunk(config, model, optimizer)
+    _, metrics = chunk(states, images, None, num_epochs=6)
+    loss = np.asarray(metrics["train/loss"])[:, 0]
+    chex.assert_shape(loss, (6,))
+    assert loss[-1] < 0.9 * loss[0]  # 24 Adam steps: ~254 -> ~221 nats per image
+
+
+def test_train_step_jit_matches_eager():
+    config = tiny_rect_config()
+    model = models.build_model(config)
+    optimizer = training.make_optimizer(config)
+    state = training.init_state(config, model, optimizer, jax.random.PRNGKey(0),
+                                jax.random.PRNGKey(1))
+    batch = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images[:16]
+
+    def step(s, b):
+        return training.train_step(s, b, config=config, model=model, optimizer=optimizer)
+
+    eager, m_eager = step(state, batch)
+    jitted, m_jit = jax.jit(step)(state, batch)
+    chex.assert_trees_all_close(eager.params, jitted.params, atol=1e-5)
+    chex.assert_trees_all_close(m_eager, m_jit, rtol=1e-5)
+    assert int(jitted.step) == 1
+
+
+def test_epoch_batches_is_a_permutation_without_the_remainder():
+    idx = training.epoch_batches(jax.random.PRNGKey(0), 70, 16)
+    chex.assert_shape(idx, (4, 16))
+    assert len(np.unique(np.asarray(idx))) == 64
+
+
+def test_nonfinite_training_stops_with_a_clear_error(tmp_path):
+    config = tiny_rect_config()
+    config.learning_rate = 1e30
+    with pytest.raises(training.NonFiniteError, match="non-finite"):
+        training.train(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").iterdir())
