@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.latent_dim = 8
     c.beta = 1.0  # weight of the KL term
     c.latent_noise_std = 0.0  # N(0, s^2) added to z before decoding, training only
+    c.info_noise_std = 0.5  # sigma_n of the information estimate when latent_noise_std is 0
     c.log_every = 100  # epochs between console lines / metrics.jsonl records
     c.checkpoint_every = 100  # epochs between checkpoints (one is also written at the end)
     c.keep_checkpoints = 3  # most recent checkpoints kept
@@ -43,4 +44,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.decoder_input_shape = (10, 10, 8)
     c.model.decoder_dense_relu = False
     c.model.decoder_convs = ((4, 1),)
+    c.model.conv_impl = "patches"  # or "xla" (flax nn.Conv): same function, slower on CPU
     return c

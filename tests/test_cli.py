@@ -34,7 +34,7 @@ def rect_run(tmp_path_factory):
 
 def test_train_prints_source_format_lines(rect_run):
     _, result = rect_run
-    lines = [l for l in result.stdout.splitlines() if l.startswith("Epoch ")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Epoch ")]
     assert len(lines) == 2
     assert lines[0].startswith("Epoch 0: Loss = ") and "(Recon: " in lines[0]
 
@@ -91,6 +91,6 @@ def test_bad_input_gets_one_line_error(script, args, needle, tmp_path):
                  f"--outdir={tmp_path}")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert needle in errors[0]

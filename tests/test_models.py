@@ -2,8 +2,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from vaeshapes import models
 from tests.conftest import tiny_rect_config
+from vaeshapes import models
 
 
 def test_rect_param_count_matches_source():

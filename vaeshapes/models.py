@@ -8,13 +8,19 @@ Use it functionally: ``model.apply(params, x, method="encode")`` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vaeshapes import data
+from vaeshapes import data, layers
+
+CONV_IMPLS = {
+    "patches": (layers.PatchConv, layers.PatchConvTranspose),
+    "xla": (partial(nn.Conv, padding="SAME"), partial(nn.ConvTranspose, padding="SAME")),
+}
 
 
 class ConvVAE(nn.Module):
@@ -31,6 +37,8 @@ class ConvVAE(nn.Module):
       decoder_dense_relu: whether a ReLU follows that dense layer.
       decoder_convs: (features, stride) of each 3x3 SAME transposed conv, ReLU after
         each; a final stride-1 transposed conv maps to the output logits.
+      conv_impl: "patches" (matmuls over patches, fast on CPU) or "xla" (flax's
+        nn.Conv / nn.ConvTranspose). Same function, same parameters.
     """
 
     latent_dim: int
@@ -41,6 +49,7 @@ class ConvVAE(nn.Module):
     decoder_input_shape: tuple[int, int, int]
     decoder_dense_relu: bool
     decoder_convs: Sequence[tuple[int, int]]
+    conv_impl: str = "patches"
 
     @property
     def out_channels(self) -> int:
@@ -49,16 +58,15 @@ class ConvVAE(nn.Module):
     def setup(self):
         if self.num_classes:
             self.embed = nn.Embed(self.num_classes, self.embed_dim)
-        self.enc_convs = [nn.Conv(f, (3, 3), strides=(s, s), padding="SAME")
-                          for f, s in self.encoder_convs]
+        conv, conv_t = CONV_IMPLS[self.conv_impl]
+        self.enc_convs = [conv(f, (3, 3), strides=(s, s)) for f, s in self.encoder_convs]
         self.enc_dense = [nn.Dense(f) for f in self.encoder_dense]
         self.fc_mu = nn.Dense(self.latent_dim)
         self.fc_logvar = nn.Dense(self.latent_dim)
         h, w, c = self.decoder_input_shape
         self.fc_decode = nn.Dense(h * w * c)
-        self.dec_convs = [nn.ConvTranspose(f, (3, 3), strides=(s, s), padding="SAME")
-                          for f, s in self.decoder_convs]
-        self.dec_out = nn.ConvTranspose(self.out_channels, (3, 3), padding="SAME")
+        self.dec_convs = [conv_t(f, (3, 3), strides=(s, s)) for f, s in self.decoder_convs]
+        self.dec_out = conv_t(self.out_channels, (3, 3))
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Images [B, H, W] (int classes) or [B, H, W, 1] (binary) -> mu, logvar [B, D]."""
@@ -106,6 +114,7 @@ def build_model(config) -> ConvVAE:
         decoder_input_shape=tuple(m.decoder_input_shape),
         decoder_dense_relu=m.decoder_dense_relu,
         decoder_convs=tuple(tuple(c) for c in m.decoder_convs),
+        conv_impl=m.conv_impl,
     )
 
 

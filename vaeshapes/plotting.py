@@ -79,3 +79,36 @@ def training_curves(metrics_path: Path, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend()
     _save(fig, path)
+
+
+def latent_scatter(points: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
+                   dims: tuple[int, int], path: Path) -> None:
+    """Scatter of 2-D latents [N, 2] coloured by an integer label [N]."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(label_names):
+        sel = labels == i
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=4, alpha=0.6, color=cmap(i % 10),
+                       label=name)
+    ax.set_xlabel(f"mu[{dims[0]}]")
+    ax.set_ylabel(f"mu[{dims[1]}]")
+    ax.set_title("test posterior means")
+    ax.legend(markerscale=3, fontsize=7)
+    _save(fig, path)
+
+
+def bits_per_dim(bars: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """Grouped bar chart: one group per latent dimension, one bar per named series."""
+    names = list(bars)
+    d = len(next(iter(bars.values())))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * d, 3.5))
+    for i, name in enumerate(names):
+        ax.bar(np.arange(d) + (i - (len(names) - 1) / 2) * width, bars[name], width,
+               label=name)
+    ax.set_xticks(np.arange(d), [f"z{i}" for i in range(d)])
+    ax.set_ylabel("bits")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -236,7 +236,8 @@ def _check_resumable(stored: dict, config, path: Path) -> None:
 
 
 def load_init_params(config, target_params):
-    """Params from ``config.init_from`` (a workdir or step dir), for every replica."""
+    """Params from ``config.init_from`` (a workdir or step dir) for every replica: one to
+    one when it has as many seeds, else its seed 0 copied to all."""
     ckpt_dir, epoch = checkpoints.locate(config.init_from)
     mngr = checkpoints.manager(ckpt_dir, read_only=True)
     source_config = checkpoints.restore_config(mngr, epoch)
@@ -244,15 +245,16 @@ def load_init_params(config, target_params):
     abstract = jax.eval_shape(lambda: init_states(source_config, source_model,
                                                   make_optimizer(source_config)))
     params = checkpoints.restore_states(mngr, epoch, abstract).params
-    first = jax.tree_util.tree_map(lambda x: x[0], params)
+    mngr.close()
+    if source_config.num_seeds != config.num_seeds:
+        params = jax.tree_util.tree_map(
+            lambda p: jnp.broadcast_to(p[0], (config.num_seeds,) + p.shape[1:]), params)
     try:
-        chex.assert_trees_all_equal_shapes(first, jax.tree_util.tree_map(lambda x: x[0],
-                                                                          target_params))
+        chex.assert_trees_all_equal_shapes(params, target_params)
     except AssertionError as e:
         raise UserError(f"config.init_from={config.init_from}: its model differs from this "
                         "config's model") from e
-    return jax.tree_util.tree_map(lambda t: jnp.broadcast_to(t, (config.num_seeds,) + t.shape),
-                                  first)
+    return params
 
 
 def start_states(config, model, optimizer, mngr, workdir: Path) -> TrainState:

@@ -47,6 +47,7 @@ def validate_config(config) -> None:
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
     _check_float(config, "latent_noise_std", 0.0)
+    _check_float(config, "info_noise_std", 0.0, strict=True)
     name = _get(config, "data.name")
     if name not in data.GENERATORS:
         raise UserError(f"config.data.name = {name!r}: must be one of {sorted(data.GENERATORS)}")
@@ -59,6 +60,9 @@ def validate_config(config) -> None:
                         f"{name!r} needs {want_classes} (0 means binary pixels)")
     if want_classes:
         _check_int(config, "model.embed_dim", 1)
+    impl = _get(config, "model.conv_impl")
+    if impl not in ("patches", "xla"):
+        raise UserError(f"config.model.conv_impl = {impl!r}: must be 'patches' or 'xla'")
     _check_decoder_output(config)
     if not isinstance(_get(config, "init_from"), str):
         raise UserError(f"config.init_from = {config.init_from!r}: must be a path string")

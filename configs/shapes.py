@@ -1,0 +1,47 @@
+"""Source 003, standard VAE: 28x28 binary circles/triangles/squares, Bernoulli decoder.
+
+15,000 images split 70/15/15 (stratified by class); 50 epochs, batch 128, Adam 1e-3:
+
+    python train.py --config=configs/shapes.py
+    python eval.py --ckpt=runs/shapes
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "shapes"  # default workdir is runs/<name>
+    c.seed = 0
+    c.num_seeds = 1
+    c.num_epochs = 50
+    c.batch_size = 128  # the last partial batch of each epoch is dropped (static shapes)
+    c.learning_rate = 1e-3  # Adam
+    c.latent_dim = 8
+    c.beta = 1.0
+    c.latent_noise_std = 0.0  # N(0, s^2) added to z before decoding, training only
+    c.info_noise_std = 0.5  # sigma_n of the information estimate when latent_noise_std is 0
+    c.log_every = 1
+    c.checkpoint_every = 5
+    c.keep_checkpoints = 3
+    c.init_from = ""
+    c.eval_batch_size = 750
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "shapes"
+    c.data.num_train = 10_500
+    c.data.num_val = 2_250
+    c.data.num_test = 2_250
+
+    # Conv 32 s2 -> Conv 64 s2 -> Dense 16 -> mu, logvar; Dense 7*7*64 -> ConvT 64 s2
+    # -> ConvT 32 s2 -> ConvT 1 (logits).
+    c.model = ml_collections.ConfigDict()
+    c.model.num_classes = 0  # binary pixels, Bernoulli decoder on logits
+    c.model.embed_dim = 0
+    c.model.encoder_convs = ((32, 2), (64, 2))
+    c.model.encoder_dense = (16,)
+    c.model.decoder_input_shape = (7, 7, 64)
+    c.model.decoder_dense_relu = True
+    c.model.decoder_convs = ((64, 2), (32, 2))
+    c.model.conv_impl = "patches"  # or "xla" (flax nn.Conv): same function, slower on CPU
+    return c

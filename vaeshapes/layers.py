@@ -1,0 +1,133 @@
+"""Convolutions as matmuls over patches: same function and parameters as flax's layers.
+
+XLA's CPU backend runs small, strided and transposed convolutions (and their
+gradients) far below its matmul speed. These layers compute exactly what
+``nn.Conv`` / ``nn.ConvTranspose`` with SAME padding compute, as shifted slices
+concatenated along channels and one matmul per output phase. Parameters have the
+same names, shapes and initialisers, so checkpoints are interchangeable.
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(low, high) padding of a SAME convolution along one axis (XLA's convention)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_transpose_pads(kernel: int, stride: int) -> tuple[int, int]:
+    """(low, high) padding of the dilated input in a SAME ``lax.conv_transpose``."""
+    total = kernel + stride - 2
+    low = kernel - 1 if stride > kernel - 1 else -(-total // 2)
+    return low, total - low
+
+
+def _shifted(x: jax.Array, dy: int, dx: int) -> jax.Array:
+    """x[:, i + dy, j + dx] for every (i, j), zero outside: [B, H, W, C] -> same shape."""
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0)), (0, 0)))
+    y0, x0 = max(dy, 0), max(dx, 0)
+    return xp[:, y0:y0 + h, x0:x0 + w]
+
+
+def shifted_matmul_sum(x: jax.Array, kernel: jax.Array,
+                       taps: list[tuple[int, int, int, int]]) -> jax.Array:
+    """sum over taps (ti, tj, dy, dx) of x[:, i + dy, j + dx] @ kernel[ti, tj].
+
+    x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H, W, Co]. Shifting commutes with
+    the per-pixel matmul, so it shifts whichever side is narrower: the inputs
+    (one matmul over concatenated patches) or the outputs (one matmul to every tap).
+    """
+    chex.assert_rank([x, kernel], 4)
+    ci, co = kernel.shape[2:]
+    chex.assert_axis_dimension(x, 3, ci)
+    if ci <= co:
+        patches = jnp.concatenate([_shifted(x, dy, dx) for _, _, dy, dx in taps], axis=-1)
+        return patches @ jnp.concatenate([kernel[ti, tj] for ti, tj, _, _ in taps], axis=0)
+    weights = jnp.concatenate([kernel[ti, tj] for ti, tj, _, _ in taps], axis=1)
+    per_tap = (x @ weights).reshape(*x.shape[:3], len(taps), co)
+    return sum(_shifted(per_tap[..., k, :], dy, dx) for k, (_, _, dy, dx) in enumerate(taps))
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int) -> jax.Array:
+    """SAME conv, NHWC: x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H/s, W/s, Co]."""
+    chex.assert_rank([x, kernel], 4)
+    kh, kw, ci, co = kernel.shape
+    chex.assert_axis_dimension(x, 3, ci)
+    h, w = x.shape[1:3]
+    (ht, hb), (wl, wr) = same_pads(h, kh, stride), same_pads(w, kw, stride)
+    if stride == 1:
+        taps = [(i, j, i - ht, j - wl) for i in range(kh) for j in range(kw)]
+        return shifted_matmul_sum(x, kernel, taps) + bias
+    xp = jnp.pad(x, ((0, 0), (ht, hb), (wl, wr), (0, 0)))
+    ho, wo = -(-h // stride), -(-w // stride)
+    patches = [xp[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+               for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(patches, axis=-1) @ kernel.reshape(kh * kw * ci, co) + bias
+
+
+def _phase_taps(kernel: int, stride: int, pad_low: int, phase: int) -> list[tuple[int, int]]:
+    """(kernel tap, input offset) pairs feeding output positions ``stride * i + phase``."""
+    return [(t, (phase + t - pad_low) // stride) for t in range(kernel)
+            if (phase + t - pad_low) % stride == 0]
+
+
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, bias: jax.Array,
+                     stride: int) -> jax.Array:
+    """SAME transposed conv as flax's ``nn.ConvTranspose`` (no kernel flip), NHWC:
+    x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H*s, W*s, Co].
+
+    Each of the stride^2 output phases is a small conv over x with the kernel taps that
+    land on it, so no work is spent on the zeros that input dilation would insert.
+    """
+    chex.assert_rank([x, kernel], 4)
+    kh, kw, ci, co = kernel.shape
+    b, h, w, _ = x.shape
+    ph, pw = conv_transpose_pads(kh, stride)[0], conv_transpose_pads(kw, stride)[0]
+    rows = []
+    for a in range(stride):
+        cols = []
+        for c in range(stride):
+            taps = [(ti, tj, dy, dx) for ti, dy in _phase_taps(kh, stride, ph, a)
+                    for tj, dx in _phase_taps(kw, stride, pw, c)]
+            cols.append(shifted_matmul_sum(x, kernel, taps))
+        rows.append(jnp.stack(cols, axis=3))  # [B, H, W, s(cols), Co]
+    out = jnp.stack(rows, axis=2)  # [B, H, s(rows), W, s(cols), Co]
+    return out.reshape(b, h * stride, w * stride, co) + bias
+
+
+class PatchConv(nn.Module):
+    """Drop-in for ``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")``."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return conv2d(x, kernel, bias, self.strides[0])
+
+
+class PatchConvTranspose(nn.Module):
+    """Drop-in for ``nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")``."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return conv_transpose2d(x, kernel, bias, self.strides[0])
