@@ -103,31 +103,29 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, bias: jax.Array,
     return out.reshape(b, h * stride, w * stride, co) + bias
 
 
-class PatchConv(nn.Module):
+class _PatchLayer(nn.Module):
+    """Kernel [kh, kw, Ci, Co] and bias [Co] as flax creates them, applied by ``op``."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    op = None  # conv2d or conv_transpose2d (a class attribute, not a field)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return type(self).op(x, kernel, bias, self.strides[0])
+
+
+class PatchConv(_PatchLayer):
     """Drop-in for ``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")``."""
 
-    features: int
-    kernel_size: tuple[int, int] = (3, 3)
-    strides: tuple[int, int] = (1, 1)
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return conv2d(x, kernel, bias, self.strides[0])
+    op = staticmethod(conv2d)
 
 
-class PatchConvTranspose(nn.Module):
+class PatchConvTranspose(_PatchLayer):
     """Drop-in for ``nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")``."""
 
-    features: int
-    kernel_size: tuple[int, int] = (3, 3)
-    strides: tuple[int, int] = (1, 1)
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return conv_transpose2d(x, kernel, bias, self.strides[0])
+    op = staticmethod(conv_transpose2d)
