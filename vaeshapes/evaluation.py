@@ -11,26 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaeshapes import analysis, checkpoints, data, elbo, models, plotting, rng, training
-from vaeshapes.validation import validate_config
+from vaeshapes import analysis, data, elbo, models, plotting, rng, training
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 7)
 MANIFOLD_VALUES = np.linspace(-1.5, 1.5, 10)  # the source's 2-D manifold grid
 KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its BCE
-
-
-def load_run(ckpt: str | Path):
-    """(config, stacked states, epoch, checkpoint dir) for a workdir or step dir."""
-    ckpt_dir, epoch = checkpoints.locate(ckpt)
-    mngr = checkpoints.manager(ckpt_dir, read_only=True)
-    config = checkpoints.restore_config(mngr, epoch)
-    validate_config(config)
-    model = models.build_model(config)
-    abstract = jax.eval_shape(lambda: training.init_states(
-        config, model, training.make_optimizer(config)))
-    states = checkpoints.restore_states(mngr, epoch, abstract)
-    mngr.close()
-    return config, states, epoch, ckpt_dir
 
 
 def info_noise_std(config) -> float:
@@ -154,7 +139,7 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
 
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``."""
-    config, states, epoch, ckpt_dir = load_run(ckpt)
+    config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
     workdir = ckpt_dir.parent
     outdir = Path(outdir) if outdir else workdir / "eval"
     outdir.mkdir(parents=True, exist_ok=True)

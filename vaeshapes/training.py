@@ -235,17 +235,24 @@ def _check_resumable(stored: dict, config, path: Path) -> None:
                         f"{', '.join(diffs)}); use another --workdir or the same config")
 
 
+def load_checkpoint(path: str | Path):
+    """(config, stacked states, epoch, checkpoint dir) of a workdir or one step dir."""
+    ckpt_dir, epoch = checkpoints.locate(path)
+    mngr = checkpoints.manager(ckpt_dir, read_only=True)
+    config = checkpoints.restore_config(mngr, epoch)
+    validate_config(config)
+    abstract = jax.eval_shape(lambda: init_states(config, models.build_model(config),
+                                                  make_optimizer(config)))
+    states = checkpoints.restore_states(mngr, epoch, abstract)
+    mngr.close()
+    return config, states, epoch, ckpt_dir
+
+
 def load_init_params(config, target_params):
     """Params from ``config.init_from`` (a workdir or step dir) for every replica: one to
     one when it has as many seeds, else its seed 0 copied to all."""
-    ckpt_dir, epoch = checkpoints.locate(config.init_from)
-    mngr = checkpoints.manager(ckpt_dir, read_only=True)
-    source_config = checkpoints.restore_config(mngr, epoch)
-    source_model = models.build_model(source_config)
-    abstract = jax.eval_shape(lambda: init_states(source_config, source_model,
-                                                  make_optimizer(source_config)))
-    params = checkpoints.restore_states(mngr, epoch, abstract).params
-    mngr.close()
+    source_config, states, _, _ = load_checkpoint(config.init_from)
+    params = states.params
     if source_config.num_seeds != config.num_seeds:
         params = jax.tree_util.tree_map(
             lambda p: jnp.broadcast_to(p[0], (config.num_seeds,) + p.shape[1:]), params)
@@ -257,7 +264,7 @@ def load_init_params(config, target_params):
     return params
 
 
-def start_states(config, model, optimizer, mngr, workdir: Path) -> TrainState:
+def start_states(config, model, optimizer, mngr) -> TrainState:
     """Latest checkpoint in ``workdir`` if there is one, else a fresh (or init_from) start."""
     states = init_states(config, model, optimizer)
     latest = mngr.latest_step()
@@ -285,7 +292,7 @@ def train(config, workdir: str | Path) -> TrainState:
     model = models.build_model(config)
     optimizer = make_optimizer(config)
     mngr = checkpoints.manager(workdir / checkpoints.CHECKPOINT_DIR, config.keep_checkpoints)
-    states = start_states(config, model, optimizer, mngr, workdir)
+    states = start_states(config, model, optimizer, mngr)
     (workdir / "config.json").write_text(
         json.dumps(checkpoints.config_to_json_dict(config), indent=2))
 
