@@ -134,7 +134,8 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
     factor, names = data.LABELS[config.data.name]
     labels = np.asarray(test.factors[factor][: mu.shape[0]])
     plotting.latent_scatter(mu[:, list(top2)], labels, names, top2,
-                            outdir / "latent_scatter.png")
+                            outdir / "latent_scatter.png",
+                            colours=plotting.RECT_PALETTE if config.data.name == "rect" else None)
 
 
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:

@@ -82,14 +82,17 @@ def training_curves(metrics_path: Path, path: Path) -> None:
 
 
 def latent_scatter(points: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
-                   dims: tuple[int, int], path: Path) -> None:
-    """Scatter of 2-D latents [N, 2] coloured by an integer label [N]."""
+                   dims: tuple[int, int], path: Path,
+                   colours: np.ndarray | None = None) -> None:
+    """Scatter of 2-D latents [N, 2] coloured by an integer label [N] (``colours[label]``
+    if given, else matplotlib's tab10)."""
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    cmap = plt.get_cmap("tab10")
+    if colours is None:
+        colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(label_names))]
     for i, name in enumerate(label_names):
         sel = labels == i
         if sel.any():
-            ax.scatter(points[sel, 0], points[sel, 1], s=4, alpha=0.6, color=cmap(i % 10),
+            ax.scatter(points[sel, 0], points[sel, 1], s=4, alpha=0.6, color=colours[i],
                        label=name)
     ax.set_xlabel(f"mu[{dims[0]}]")
     ax.set_ylabel(f"mu[{dims[1]}]")
