@@ -1,6 +1,7 @@
 """What train.py and eval.py do after flag parsing: run, and turn failures into exit codes.
 
-Exit codes: 0 success, 2 bad input (config, flags, checkpoint), 3 non-finite training.
+Exit codes: 0 success, 2 bad input (config, flags, checkpoint, workdir in use),
+3 non-finite training, 75 interrupted by SIGTERM/SIGINT (checkpointed; re-run resumes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again (the same command resumes)
 
 
 def _fail(message: str, code: int) -> int:
@@ -67,6 +69,8 @@ def run_train(config, workdir: str | None) -> int:
         return _fail(str(e), EXIT_USER_ERROR)
     except training.NonFiniteError as e:
         return _fail(str(e), EXIT_NON_FINITE)
+    except training.Interrupted as e:
+        return _fail(f"interrupted: {e}", EXIT_INTERRUPTED)
     print(f"Done. Evaluate with: python eval.py --ckpt={workdir}", flush=True)
     return 0
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -46,6 +49,75 @@ class TrainState:
 
 class NonFiniteError(RuntimeError):
     """Training produced a non-finite loss or parameters."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived; the run stopped at a chunk boundary with a checkpoint."""
+
+
+class StopSignals:
+    """Context manager: SIGTERM/SIGINT set ``requested`` instead of killing the process,
+    so the loop can finish its chunk and checkpoint. A second SIGINT stops at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after this chunk "
+              "of epochs (a checkpoint will be written)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class WorkdirLock:
+    """One writer per workdir: ``<workdir>/.lock`` holds the owner's pid; a lock left by
+    a dead process is taken over."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / ".lock"
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self.path.read_text().strip()
+                if owner.isdigit() and _pid_alive(int(owner)) and int(owner) != os.getpid():
+                    raise UserError(f"{self.path.parent} is in use by a running train.py "
+                                    f"(pid {owner}); wait for it or use another "
+                                    "--workdir") from None
+                self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise UserError(f"cannot take the lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -281,10 +353,19 @@ def start_states(config, model, optimizer, mngr) -> TrainState:
 
 
 def train(config, workdir: str | Path) -> TrainState:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns states."""
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns states.
+
+    Raises Interrupted (after checkpointing) on SIGTERM/SIGINT, NonFiniteError on a
+    non-finite loss or parameters, UserError on bad input or a workdir in use.
+    """
     validate_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir), StopSignals() as stop:
+        return _train_locked(config, workdir, stop)
+
+
+def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
     splits = data.build_splits(config.data, rng.purpose_key(config.seed, "data"))
     train_images = splits["train"].images
     val_images = splits["val"].images if "val" in splits else None
@@ -318,11 +399,15 @@ def train(config, workdir: str | Path) -> TrainState:
                 print(console_line(record), flush=True)
                 log.write(record)
         epoch += n
-        if epoch // config.checkpoint_every > (epoch - n) // config.checkpoint_every \
-                or epoch == config.num_epochs:
+        crossed = epoch // config.checkpoint_every > (epoch - n) // config.checkpoint_every
+        if crossed or epoch == config.num_epochs or stop.requested:
             checkpoints.save(mngr, epoch, states, config)
             last_saved = epoch
         progress.update(epoch)
+        if stop.requested and epoch < config.num_epochs:
+            mngr.close()
+            raise Interrupted(f"stopped at epoch {epoch} of {config.num_epochs}; checkpoint "
+                              f"{mngr.directory / str(epoch)}. Resume with the same command")
     mngr.close()
     plotting.training_curves(log.path, workdir / "figures" / "training_curves.png")
     return states
