@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs so the suite runs in minutes on 2 CPU cores."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,13 @@ def tiny_rect_config():
 @pytest.fixture
 def rect_config():
     return tiny_rect_config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """Lets the test subprocesses (train.py, eval.py) share JAX's persistent compilation
+    cache, so each compiles a given program once per test session. Set after this process
+    imported JAX, so only subprocesses use it."""
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

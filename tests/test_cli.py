@@ -14,9 +14,12 @@ TINY = ["--config.num_epochs=2", "--config.data.num_train=64", "--config.data.nu
 
 RECT_EVAL_KEYS = ("num_params", "test/recon_per_pixel", "test/kl_per_pixel",
                   "test/neg_elbo_nats_per_image", "test/entropy_floor_nats_per_image",
-                  "test/exact_match", "test/pixel_accuracy")
+                  "test/exact_match", "test/pixel_accuracy", "latent/mig", "latent/active_dims",
+                  "latent/edit_spearman", "prior/valid_rate", "probe/colour_acc_k1",
+                  "probe/colour_acc_k10", "probe/colour_acc_k5_pixels")
 FIGURES = ("training_curves.png", "reconstructions.png", "prior_samples.png",
-           "latent_traversal.png")
+           "latent_traversal.png", "factor_association.png", "factor_dims.png",
+           "latent_edit.png", "interpolation.png")
 
 
 def run(script, *args, cwd=ROOT):
@@ -51,8 +54,17 @@ def test_eval_writes_metrics_and_figures(rect_run, tmp_path):
     assert metrics["test/entropy_floor_nats_per_image"] == pytest.approx(9.8233, abs=1e-4)
     assert 0 <= metrics["test/exact_match"] <= 1
     assert metrics["test/neg_elbo_nats_per_image"] > 9.8233  # nothing beats the entropy
+    factors = ["colour", "top", "left", "height", "width"]
+    assert list(metrics["latent/factor_dim"]) == factors
+    assert all(0 <= d < 8 for d in metrics["latent/factor_dim"].values())
+    assert all(0 <= s <= 1 for s in metrics["latent/factor_score"].values())
+    assert metrics["latent/edit_dim"] == metrics["latent/factor_dim"]["height"]
+    assert len(metrics["latent/association"]) == 5 and len(metrics["latent/association"][0]) == 8
     for name in FIGURES:
         assert (tmp_path / name).stat().st_size > 1000, name
+    rows = (tmp_path / "features.csv").read_text().splitlines()
+    assert len(rows) == 1 + 64
+    assert rows[0].startswith("index,colour,") and rows[0].endswith(",sigma_7")
 
 
 def test_eval_accepts_a_step_folder_and_defaults_outdir(rect_run):
@@ -76,7 +88,8 @@ SHAPES_TINY = ["--config.num_epochs=1", "--config.data.num_train=384",
 SHAPES_EVAL_KEYS = ("num_params", "test/bce_per_pixel", "test/bce_per_pixel_mean_z",
                     "test/kl_nats_per_image", "test/neg_elbo_nats_per_image",
                     "info/per_dim_bits", "info/total_bits", "info/kl_bits",
-                    "info/total_bits_mu")
+                    "info/total_bits_mu", "latent/mig", "prior/valid_rate",
+                    "probe/class_acc_k1", "probe/class_acc_k1_pixels")
 SHAPES_FIGURES = ("manifold_z0_z1.png", "manifold_top2.png", "reconstructions.png",
                   "prior_samples.png", "latent_traversal.png", "latent_scatter.png",
                   "bits_per_dim.png")
@@ -105,6 +118,7 @@ def test_shapes_standard_then_modified_from_it(tmp_path):
     # the source's estimate counts posterior noise as signal, so it is the larger one
     assert metrics["info/total_bits"] > metrics["info/total_bits_mu"]
     assert 0 < metrics["test/bce_per_pixel"] < 1
+    assert list(metrics["latent/factor_dim"]) == ["class", "centre_x", "centre_y", "size"]
     for name in SHAPES_FIGURES:
         assert (noisy / "eval" / name).stat().st_size > 1000, name
 

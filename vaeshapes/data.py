@@ -191,6 +191,13 @@ NUM_CLASSES = {"rect": RECT_NUM_CLASSES, "shapes": 0}
 # The categorical factor that labels an image (plots, probes), and its value names.
 LABELS = {"rect": ("colour", ("background",) + tuple(f"colour {c}" for c in range(1, 10))),
           "shapes": ("class", SHAPES_CLASSES)}
+# Values of the label factor that occur (first, count): the classes of the few-label probe.
+LABEL_VALUES = {"rect": (1, RECT_NUM_COLOURS), "shapes": (0, len(SHAPES_CLASSES))}
+# Scalar factors that latent analysis relates to latent dimensions (the label one first),
+# and the factor whose dimension is edited.
+ANALYSIS_FACTORS = {"rect": ("colour", "top", "left", "height", "width"),
+                    "shapes": ("class", "centre_x", "centre_y", "size")}
+EDIT_FACTOR = {"rect": "height", "shapes": "size"}
 # Datasets whose splits are stratified by a label: (sample_class_fn, number of labels).
 STRATIFIED = {"shapes": (shapes_sample_class, len(SHAPES_CLASSES))}
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from functools import partial
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,18 @@ from vaeshapes import analysis, data, elbo, models, plotting, rng, training
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 7)
 MANIFOLD_VALUES = np.linspace(-1.5, 1.5, 10)  # the source's 2-D manifold grid
 KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its BCE
+PROBE_KS = (1, 5, 10)  # labelled examples per class for the few-label probes
+PROBE_DRAWS = 10  # random draws of the labelled examples, averaged
+NUM_PRIOR_SAMPLES = 1000
+EDIT_DELTAS = np.linspace(-2.0, 2.0, 9)  # added to the edited dimension
+NUM_EDITED = 32  # test images whose edits enter latent/edit_spearman
+ACTIVE_VAR = 0.01  # a dimension is active when Var(mu_d) over the test set exceeds this
+INTERPOLATION_STEPS = 10
+# Metrics indexed by factor ([F] per seed), and metrics indexed by latent dimension, which
+# are reported for seed 0 only (dimension i of one seed has nothing to do with another's).
+FACTOR_KEYS = ("latent/factor_score", "latent/mig_per_factor", "latent/factor_entropy_nats")
+DIMENSION_KEYS = ("latent/factor_dim", "latent/edit_dim", "latent/association",
+                  "latent/mutual_info_nats")
 
 
 def info_noise_std(config) -> float:
@@ -49,8 +63,80 @@ def image_metrics(params, x: jax.Array, key: jax.Array, *, config, model) -> dic
     return out
 
 
-def seed_metrics(params, images: jax.Array, key: jax.Array, *, config, model) -> dict:
-    """Every test metric of one replica, under its public name (scalars or [D] arrays)."""
+def factor_matrix(split: data.Split, name: str) -> jax.Array:
+    """The analysed factors of a split as floats [N, F] (order: data.ANALYSIS_FACTORS)."""
+    return jnp.stack([split.factors[f].astype(jnp.float32) for f in data.ANALYSIS_FACTORS[name]],
+                     axis=1)
+
+
+def factor_num_values(name: str) -> tuple[int, ...]:
+    """Per analysed factor: its number of values if categorical (the label), else 0."""
+    label, names = data.LABELS[name]
+    return tuple(len(names) if f == label else 0 for f in data.ANALYSIS_FACTORS[name])
+
+
+def probe_labels(split: data.Split, name: str) -> jax.Array:
+    """The label factor of a split as probe classes [N] in [0, number of values)."""
+    first, _ = data.LABEL_VALUES[name]
+    return split.factors[data.LABELS[name][0]] - first
+
+
+def probe_metrics(key: jax.Array, features: jax.Array, labels: jax.Array, name: str,
+                  suffix: str = "") -> dict:
+    """Few-label probe accuracies: labelled examples drawn from the first half of the test
+    set, accuracy on the second half, for every k in PROBE_KS."""
+    chex.assert_rank(features, 2)
+    half = features.shape[0] // 2
+    num_classes = data.LABEL_VALUES[name][1]
+    factor = data.LABELS[name][0]
+    return {f"probe/{factor}_acc_k{k}{suffix}": analysis.probe_accuracy(
+        key, features[:half], labels[:half], features[half:], labels[half:], num_classes, k,
+        PROBE_DRAWS) for k in PROBE_KS}
+
+
+def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array, *, config,
+                   model) -> dict:
+    """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
+    and few-label probes of one replica, from the test set's posterior means mu [N, D]."""
+    chex.assert_rank(mu, 2)
+    name = config.data.name
+    factors = factor_matrix(test, name)
+    association = analysis.association_matrix(mu, factors, factor_num_values(name))
+    mi, entropy = analysis.mutual_info_matrix(mu, factors)
+    gap = analysis.mutual_info_gap(mi, entropy)
+    factor_dim = jnp.argmax(association, axis=1)
+    edited = data.ANALYSIS_FACTORS[name].index(data.EDIT_FACTOR[name])
+    dim = factor_dim[edited]
+    # Orient the sweep so that +delta should grow the factor.
+    sign = jnp.sign(analysis.pearson(mu, factors[:, edited])[dim])
+    decode = lambda z: analysis.display_images(model.apply(params, z, method="decode"))
+    deltas = jnp.asarray(EDIT_DELTAS, jnp.float32)
+    latents = analysis.edit_sweep(mu[:NUM_EDITED], dim, deltas)
+    images = decode(latents.reshape(-1, mu.shape[1]))
+    measured = jax.vmap(analysis.MEASURE_EDITED[name])(images).reshape(latents.shape[:2])
+    k_prior, k_probe = jax.random.split(key)
+    prior = decode(jax.random.normal(k_prior, (NUM_PRIOR_SAMPLES, mu.shape[1])))
+    out = {
+        "latent/association": association,
+        "latent/mutual_info_nats": mi,
+        "latent/factor_entropy_nats": entropy,
+        "latent/factor_dim": factor_dim,
+        "latent/factor_score": association.max(axis=1),
+        "latent/mig_per_factor": gap,
+        "latent/mig": gap.mean(),
+        "latent/active_dims": (mu.var(axis=0) > ACTIVE_VAR).sum(),
+        "latent/edit_dim": dim,
+        "latent/edit_spearman": jax.vmap(
+            lambda m: analysis.spearman(sign * deltas, m))(measured).mean(),
+        "prior/valid_rate": jax.vmap(analysis.IS_VALID_SAMPLE[name])(prior).mean(),
+    }
+    out.update(probe_metrics(k_probe, mu, probe_labels(test, name), name))
+    return out
+
+
+def seed_metrics(params, test: data.Split, key: jax.Array, *, config, model) -> dict:
+    """Every test metric of one replica, under its public name (scalars or arrays)."""
+    images = test.images
     keys = jax.random.split(key, images.shape[0])
     one = partial(image_metrics, params, config=config, model=model)
     per_image = jax.lax.map(lambda a: one(*a), (images, keys),
@@ -75,7 +161,17 @@ def seed_metrics(params, images: jax.Array, key: jax.Array, *, config, model) ->
     out.update({f"info/{k}": v for k, v in info.items()})
     out["info/kl_bits"] = kl / jnp.log(2.0)
     out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
+    out.update(latent_metrics(params, per_image["mu"], test, jax.random.fold_in(key, 1),
+                              config=config, model=model))
     return out
+
+
+def pixel_probe_metrics(test: data.Split, key: jax.Array, name: str) -> dict:
+    """The few-label probes on raw pixels (the baseline). ``key`` is the one seed_metrics
+    gives latent_metrics, so both probes see the same labelled examples."""
+    features = analysis.pixel_features(test.images, data.NUM_CLASSES[name])
+    return probe_metrics(jax.random.split(key)[1], features, probe_labels(test, name), name,
+                         suffix="_pixels")
 
 
 def summarise(per_seed: dict[str, np.ndarray]) -> dict:
@@ -89,15 +185,54 @@ def summarise(per_seed: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def name_factor_axes(metrics: dict, factor_names: tuple[str, ...]) -> dict:
+    """Turns per-factor lists into {factor: value} dicts. Metrics indexed by dimension are
+    seed 0's, without a std (``per_seed`` keeps every seed's)."""
+    named = lambda values: dict(zip(factor_names, values, strict=True))
+    for key in FACTOR_KEYS:
+        metrics[key], metrics[f"{key}/std"] = named(metrics[key]), named(metrics[f"{key}/std"])
+    for key in DIMENSION_KEYS:
+        del metrics[f"{key}/std"]
+        metrics[key] = metrics["per_seed"][key][0]
+    metrics["latent/factor_dim"] = named(int(d) for d in metrics["latent/factor_dim"])
+    metrics["latent/edit_dim"] = int(metrics["latent/edit_dim"])
+    return metrics
+
+
+def encode_split(model, params, images: jax.Array, batch_size: int):
+    """Posterior means and log-variances [N, D] of images, encoded batch_size at a time."""
+    encode = lambda x: model.apply(params, x[None], method="encode")
+    mu, logvar = jax.lax.map(encode, images, batch_size=batch_size)
+    return mu[:, 0], logvar[:, 0]
+
+
+def write_features_csv(path: Path, split: data.Split, data_name: str, mu: np.ndarray,
+                       logvar: np.ndarray) -> None:
+    """Source 000's features table: per test image its scalar factors (the analysed ones
+    first), posterior mean and standard deviation."""
+    name_order = list(data.ANALYSIS_FACTORS[data_name]) + sorted(split.factors)
+    factors = {k: np.asarray(split.factors[k]) for k in dict.fromkeys(name_order)
+               if np.ndim(split.factors[k]) == 1}
+    d = mu.shape[1]
+    header = (["index"] + list(factors) + [f"mu_{i}" for i in range(d)]
+              + [f"sigma_{i}" for i in range(d)])
+    sigma = np.exp(0.5 * logvar)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for n in range(mu.shape[0]):
+            writer.writerow([n] + [factors[k][n].item() for k in factors]
+                            + [f"{v:.6g}" for v in mu[n]] + [f"{v:.6g}" for v in sigma[n]])
+
+
 def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.Array,
-                 per_dim_bits_mu: np.ndarray) -> None:
-    """Every figure of one replica: curves, reconstructions, samples, traversal, manifold
-    grids, latent scatter and bits per dimension."""
+                 seed0: dict) -> None:
+    """Every figure of one replica (``seed0``: its metrics), and its features CSV."""
     model = models.build_model(config)
     decode = jax.jit(lambda z: analysis.display_images(
         model.apply(params, z, method="decode")))
-    encode = jax.jit(lambda x: model.apply(params, x, method="encode")[0])
     test = splits["test"]
+    name = config.data.name
     shape = test.images.shape[1:]
     d = config.latent_dim
 
@@ -107,7 +242,9 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
 
     if (workdir / "metrics.jsonl").exists():
         plotting.training_curves(workdir / "metrics.jsonl", outdir / "training_curves.png")
-    mu = np.asarray(encode(test.images[: config.eval_batch_size]))
+    mu, logvar = jax.device_get(jax.jit(partial(encode_split, model, batch_size=(
+        config.eval_batch_size)))(params, test.images))
+    write_features_csv(outdir / "features.csv", test, name, mu, logvar)
     x = test.images[:8]
     plotting.image_grid(np.stack([np.asarray(x), np.asarray(decode(mu[:8]))]),
                         outdir / "reconstructions.png", "test inputs (top) and "
@@ -122,20 +259,50 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                         "each latent dimension swept over [-3, 3], others at a test "
                         "image's posterior mean", row_labels=[f"z{i}" for i in range(d)],
                         col_labels=[f"{t:+.0f}" for t in TRAVERSAL_VALUES])
-    top2 = tuple(analysis.most_informative_dims(jnp.asarray(per_dim_bits_mu)))
+    top2 = tuple(analysis.most_informative_dims(jnp.asarray(seed0["info/per_dim_bits_mu"])))
     grid_values = jnp.asarray(MANIFOLD_VALUES, jnp.float32)
-    for dims, name in (((0, 1), "manifold_z0_z1.png"), (top2, "manifold_top2.png")):
+    for dims, file in (((0, 1), "manifold_z0_z1.png"), (top2, "manifold_top2.png")):
         plotting.image_grid(
-            decode_grid(analysis.grid_latents(d, dims, grid_values)), outdir / name,
+            decode_grid(analysis.grid_latents(d, dims, grid_values)), outdir / file,
             f"decoded grid over z{dims[0]} (rows) and z{dims[1]} (columns) in "
             "[-1.5, 1.5], other dims 0",
             row_labels=[f"{v:+.1f}" for v in MANIFOLD_VALUES],
             col_labels=[f"{v:+.1f}" for v in MANIFOLD_VALUES])
-    factor, names = data.LABELS[config.data.name]
-    labels = np.asarray(test.factors[factor][: mu.shape[0]])
-    plotting.latent_scatter(mu[:, list(top2)], labels, names, top2,
+    factor, label_names = data.LABELS[name]
+    labels = np.asarray(test.factors[factor])
+    plotting.latent_scatter(mu[:, list(top2)], labels, label_names, top2,
                             outdir / "latent_scatter.png",
-                            colours=plotting.RECT_PALETTE if config.data.name == "rect" else None)
+                            colours=plotting.RECT_PALETTE if name == "rect" else None)
+    draw_latent_analysis(config, decode_grid, test, mu, outdir, seed0)
+
+
+def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, outdir: Path,
+                         seed0: dict) -> None:
+    """Factor association heatmaps and scatters, constant-norm edits, interpolations."""
+    name = config.data.name
+    factor_names = data.ANALYSIS_FACTORS[name]
+    entropy = np.asarray(seed0["latent/factor_entropy_nats"])[:, None]
+    plotting.factor_heatmaps(
+        {"association (correlation ratio / |Pearson r|)": seed0["latent/association"],
+         "MI / H(factor)": np.asarray(seed0["latent/mutual_info_nats"]) / entropy},
+        factor_names, outdir / "factor_association.png")
+    factor_dim = np.asarray(seed0["latent/factor_dim"]).astype(int)
+    plotting.factor_scatter(np.asarray(factor_matrix(test, name)), mu, factor_dim,
+                            factor_names, outdir / "factor_dims.png")
+    edited = data.EDIT_FACTOR[name]
+    shortest = np.argsort(np.asarray(test.factors[edited][:NUM_EDITED]), kind="stable")[:4]
+    dim = int(seed0["latent/edit_dim"])
+    sweep = analysis.edit_sweep(jnp.asarray(mu[shortest]), dim,
+                                jnp.asarray(EDIT_DELTAS, jnp.float32))
+    plotting.image_grid(decode_grid(sweep), outdir / "latent_edit.png",
+                        f"z{dim} ({edited}) edited by delta at constant |z|, Spearman "
+                        f"{float(seed0['latent/edit_spearman']):+.2f}",
+                        col_labels=[f"{v:+.1f}" for v in EDIT_DELTAS])
+    pairs = jnp.asarray(mu[:8]).reshape(4, 2, -1)
+    paths = jax.vmap(lambda p: analysis.interpolation_latents(p[0], p[1],
+                                                              INTERPOLATION_STEPS))(pairs)
+    plotting.image_grid(decode_grid(paths), outdir / "interpolation.png",
+                        "linear interpolation between the posterior means of two test images")
 
 
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
@@ -149,8 +316,10 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     eval_key = rng.purpose_key(config.seed, "eval")
     per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model),
                                    in_axes=(0, None, None)))
-    per_seed = jax.device_get(per_seed_fn(states.params, splits["test"].images,
-                                          jax.random.fold_in(eval_key, 0)))
+    metrics_key = jax.random.fold_in(eval_key, 0)
+    per_seed = jax.device_get(per_seed_fn(states.params, splits["test"], metrics_key))
+    pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
+        splits["test"], jax.random.fold_in(metrics_key, 1), config.data.name)
     params0 = jax.tree_util.tree_map(lambda p: p[0], states.params)
     metrics = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch,
                "num_seeds": config.num_seeds, "num_params": models.count_params(params0),
@@ -159,8 +328,11 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     if floor is not None:
         metrics["test/entropy_floor_nats_per_image"] = floor
     metrics.update(summarise(per_seed))
+    name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
+    metrics.update({k: float(v) for k, v in pixel_probes.items()})
+    seed0 = {k: v[0] for k, v in per_seed.items()}
     draw_figures(config, params0, splits, outdir, workdir, jax.random.fold_in(eval_key, 1),
-                 per_seed["info/per_dim_bits_mu"][0])
+                 seed0)
     plotting.bits_per_dim(
         {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
          "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0],

@@ -35,25 +35,33 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def mosaic(rows: np.ndarray, gap: int = 1) -> np.ndarray:
+    """RGB images [R, C, H, W, 3] tiled into one image with ``gap`` white pixels between."""
+    r, c, h, w, _ = rows.shape
+    out = np.ones((r * (h + gap) - gap, c * (w + gap) - gap, 3), rows.dtype)
+    for i in range(r):
+        for j in range(c):
+            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = rows[i, j]
+    return out
+
+
 def image_grid(rows: np.ndarray, path: Path, title: str = "",
                row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None) -> None:
-    """Draws images [R, C, H, W(, 1)] as an R x C grid."""
+    """Draws images [R, C, H, W(, 1)] as an R x C grid (one tiled image: fast to save)."""
     rows = to_rgb(rows)
-    r, c = rows.shape[:2]
-    fig, axes = plt.subplots(r, c, figsize=(0.9 * c + 0.6, 0.9 * r + 0.4), squeeze=False)
-    for i in range(r):
-        for j in range(c):
-            ax = axes[i, j]
-            ax.imshow(rows[i, j], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row_labels is not None and j == 0:
-                ax.set_ylabel(row_labels[i], fontsize=7)
-            if col_labels is not None and i == r - 1:
-                ax.set_xlabel(col_labels[j], fontsize=7)
+    r, c, h, w = rows.shape[:4]
+    fig, ax = plt.subplots(figsize=(0.9 * c + 0.6, 0.9 * r + 0.4))
+    ax.imshow(mosaic(rows), interpolation="nearest")
+    ax.set_xticks((np.arange(c) * (w + 1) + (w - 1) / 2) if col_labels is not None else [],
+                  col_labels if col_labels is not None else [], fontsize=7)
+    ax.set_yticks((np.arange(r) * (h + 1) + (h - 1) / 2) if row_labels is not None else [],
+                  row_labels if row_labels is not None else [], fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        ax.set_title(title, fontsize=10)
     _save(fig, path)
 
 
@@ -114,4 +122,41 @@ def bits_per_dim(bars: dict[str, np.ndarray], path: Path, title: str) -> None:
     ax.set_ylabel("bits")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def factor_heatmaps(matrices: dict[str, np.ndarray], factor_names: Sequence[str],
+                    path: Path) -> None:
+    """One annotated heatmap [F, D] (factors x latent dimensions, values in [0, 1]) per
+    named matrix, side by side."""
+    width = 1.5 + 0.6 * np.shape(next(iter(matrices.values())))[1]
+    height = 1.2 + 0.5 * len(factor_names)
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False,
+                             figsize=(len(matrices) * width, height))
+    for ax, (title, matrix) in zip(axes[0], matrices.items(), strict=True):
+        matrix = np.asarray(matrix)
+        ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="black" if v > 0.6 else "white")
+        ax.set_xticks(range(matrix.shape[1]), [f"z{j}" for j in range(matrix.shape[1])])
+        ax.set_yticks(range(len(factor_names)), factor_names)
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def factor_scatter(factors: np.ndarray, latents: np.ndarray, dims: Sequence[int],
+                   factor_names: Sequence[str], path: Path) -> None:
+    """Per factor, its value [N] (jittered) against the latent mean of its best
+    dimension: the source's colour and top-row plots, for every factor."""
+    n = len(factor_names)
+    fig, axes = plt.subplots(1, n, figsize=(3 * n, 2.8), squeeze=False)
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, factors.shape[0])
+    for f, ax in enumerate(axes[0]):
+        ax.scatter(factors[:, f] + jitter, latents[:, dims[f]], s=3, alpha=0.4)
+        ax.set_xlabel(factor_names[f])
+        ax.set_ylabel(f"mu[{dims[f]}]")
+    fig.suptitle("each factor against the posterior mean of its most associated dimension",
+                 fontsize=10)
+    fig.tight_layout()
     _save(fig, path)
