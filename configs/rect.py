@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 100  # epochs between console lines / metrics.jsonl records
     c.checkpoint_every = 100  # epochs between checkpoints (one is also written at the end)
     c.keep_checkpoints = 3  # most recent checkpoints kept
+    c.keep_best = True  # also keep the checkpoint with the best val loss in <workdir>/best
     c.init_from = ""  # checkpoint to take initial params from ("" = fresh init)
     c.eval_batch_size = 500  # images per compiled batch in evaluation
 

@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 1
     c.checkpoint_every = 5
     c.keep_checkpoints = 3
+    c.keep_best = True  # also keep the checkpoint with the best val loss in <workdir>/best
     c.init_from = ""
     c.eval_batch_size = 750
 

@@ -1,6 +1,7 @@
 """train.py and eval.py as a user runs them (subprocesses), on a tiny config."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -138,6 +139,7 @@ def test_shapes_standard_then_modified_from_it(tmp_path):
     ("train.py", ["--config=configs/shapes.py", "--config.init_from=/nonexistent"],
      "no such file"),
     ("train.py", ["--config=configs/rect.py", "--config.model.conv_impl=cuda"], "conv_impl"),
+    ("train.py", ["--config=configs/rect.py", "--config.keep_best=maybe"], "keep_best"),
     ("eval.py", ["--ckpt=/nonexistent/run"], "no such file"),
     ("eval.py", ["--ckpt=configs"], "no checkpoint found"),
     ("eval.py", [], "--ckpt"),
@@ -150,3 +152,20 @@ def test_bad_input_gets_one_line_error(script, args, needle, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert needle in errors[0]
+
+
+@pytest.mark.parametrize("script", ["eval.py", "train.py"])
+def test_corrupted_checkpoint_gets_one_line_error_naming_it(rect_run, tmp_path, script):
+    workdir = tmp_path / "run"
+    shutil.copytree(rect_run[0], workdir)
+    latest = workdir / "checkpoints" / "2"
+    for f in (latest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")  # truncated to nothing
+    args = [f"--ckpt={workdir}"] if script == "eval.py" else [
+        "--config=configs/rect.py", f"--workdir={workdir}", *TINY]
+    result = run(script, *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(latest) in errors[0], result.stderr

@@ -11,9 +11,11 @@ from vaeshapes import checkpoints, data, models, rng, training
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny 2-seed run (4 epochs, checkpoints at 2 and 4), shared by several tests."""
+    """One tiny 2-seed run (4 epochs, checkpoints at 2 and 4, a validation split), shared by
+    several tests."""
     config = tiny_rect_config()
     config.num_seeds = 2
+    config.data.num_val = 32
     workdir = tmp_path_factory.mktemp("run")
     states = training.train(config, workdir)
     return config, workdir, states
@@ -30,6 +32,26 @@ def test_train_writes_metrics_checkpoints_and_curves(trained):
     assert (workdir / "figures" / "training_curves.png").stat().st_size > 0
     chex.assert_shape(states.epoch, (2,))
     assert states.epoch.tolist() == [4, 4]
+
+
+def test_best_checkpoint_is_the_lowest_validation_loss(trained):
+    _, workdir, states = trained
+    records = {r["epoch"]: r for r in map(
+        json.loads, (workdir / "metrics.jsonl").read_text().splitlines())}
+    val_at = {epoch: records[epoch - 1]["val/loss_per_pixel"] for epoch in (2, 4)}
+    ckpt_dir, epoch = checkpoints.locate(workdir / "best")
+    assert ckpt_dir == workdir / "best"
+    assert [p.name for p in ckpt_dir.iterdir() if p.name.isdigit()] == [str(epoch)]
+    assert epoch == min(val_at, key=val_at.get)
+    _, best_states, best_epoch, _ = training.load_checkpoint(workdir / "best")
+    assert best_epoch == epoch and best_states.epoch.tolist() == [epoch, epoch]
+
+
+def test_no_best_checkpoint_without_a_validation_split(tmp_path):
+    config = tiny_rect_config()
+    config.num_epochs = 2
+    training.train(config, tmp_path)
+    assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "best").exists()
 
 
 def test_seed_replicas_differ_and_replica0_equals_single_seed_run(trained, tmp_path):
@@ -58,6 +80,7 @@ def test_resume_continues_at_the_right_epoch_and_matches(trained, tmp_path):
     config, _, states = trained
     short = tiny_rect_config()
     short.num_seeds = 2
+    short.data.num_val = 32
     short.num_epochs = 2
     training.train(short, tmp_path)
     resumed = training.train(config, tmp_path)  # same workdir, 4 epochs: resumes at 2

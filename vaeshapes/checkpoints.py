@@ -1,7 +1,8 @@
 """Orbax checkpoints: train state + resolved config, one step per epochs-completed count.
 
-Layout: ``<workdir>/checkpoints/<epoch>/{state,config}``. A checkpoint carries its
-config, so ``eval.py`` needs nothing else.
+Layout: ``<workdir>/checkpoints/<epoch>/{state,config}`` (the latest few) and
+``<workdir>/best/<epoch>/`` (lowest validation loss). A checkpoint carries its config, so
+``eval.py`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import orbax.checkpoint as ocp
 from vaeshapes.validation import UserError
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # the one checkpoint with the lowest validation loss
+BEST_METRIC = "val/loss_per_pixel"
 
 
 def config_to_json_dict(config) -> dict:
@@ -23,20 +26,24 @@ def config_to_json_dict(config) -> dict:
 
 
 def manager(checkpoint_dir: Path, max_to_keep: int | None = None,
-            read_only: bool = False) -> ocp.CheckpointManager:
-    """A synchronous CheckpointManager over ``checkpoint_dir`` keeping ``max_to_keep``."""
+            read_only: bool = False, keep_lowest: str | None = None) -> ocp.CheckpointManager:
+    """A synchronous CheckpointManager over ``checkpoint_dir`` keeping the ``max_to_keep``
+    latest checkpoints, or, with ``keep_lowest``, those with the lowest value of that
+    metric (passed to ``save``)."""
+    best_fn = (lambda metrics: metrics[keep_lowest]) if keep_lowest else None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-        save_interval_steps=0 if read_only else 1,
+        save_interval_steps=0 if read_only else 1, best_fn=best_fn, best_mode="min",
         enable_async_checkpointing=False)
     return ocp.CheckpointManager(Path(checkpoint_dir).absolute(), options=options)
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, states, config) -> None:
+def save(mngr: ocp.CheckpointManager, epoch: int, states, config,
+         metrics: dict[str, float] | None = None) -> None:
     """Writes ``states`` and ``config`` as step ``epoch`` (atomic: tmp dir, then rename)."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(states),
                               config=ocp.args.JsonSave(config_to_json_dict(config)))
-    mngr.save(epoch, args=args, force=True)
+    mngr.save(epoch, args=args, metrics=metrics, force=True)
     mngr.wait_until_finished()
 
 

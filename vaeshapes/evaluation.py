@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaeshapes import analysis, data, elbo, models, plotting, rng, training
+from vaeshapes import analysis, checkpoints, data, elbo, models, plotting, rng, training
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 7)
 MANIFOLD_VALUES = np.linspace(-1.5, 1.5, 10)  # the source's 2-D manifold grid
@@ -287,16 +287,18 @@ def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, 
          "MI / H(factor)": np.asarray(seed0["latent/mutual_info_nats"]) / entropy},
         factor_names, outdir / "factor_association.png")
     factor_dim = np.asarray(seed0["latent/factor_dim"]).astype(int)
-    plotting.factor_scatter(np.asarray(factor_matrix(test, name)), mu, factor_dim,
+    factors = factor_matrix(test, name)
+    plotting.factor_scatter(np.asarray(factors), mu, factor_dim,
                             factor_names, outdir / "factor_dims.png")
     edited = data.EDIT_FACTOR[name]
     shortest = np.argsort(np.asarray(test.factors[edited][:NUM_EDITED]), kind="stable")[:4]
     dim = int(seed0["latent/edit_dim"])
+    sign = np.sign(analysis.pearson(jnp.asarray(mu), factors[:, factor_names.index(edited)])[dim])
     sweep = analysis.edit_sweep(jnp.asarray(mu[shortest]), dim,
-                                jnp.asarray(EDIT_DELTAS, jnp.float32))
+                                jnp.asarray(sign * EDIT_DELTAS, jnp.float32))
     plotting.image_grid(decode_grid(sweep), outdir / "latent_edit.png",
-                        f"z{dim} ({edited}) edited by delta at constant |z|, Spearman "
-                        f"{float(seed0['latent/edit_spearman']):+.2f}",
+                        f"z{dim} edited at constant |z|, columns: delta towards larger "
+                        f"{edited}; Spearman {float(seed0['latent/edit_spearman']):+.2f}",
                         col_labels=[f"{v:+.1f}" for v in EDIT_DELTAS])
     pairs = jnp.asarray(mu[:8]).reshape(4, 2, -1)
     paths = jax.vmap(lambda p: analysis.interpolation_latents(p[0], p[1],
@@ -309,7 +311,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``."""
     config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
     workdir = ckpt_dir.parent
-    outdir = Path(outdir) if outdir else workdir / "eval"
+    default = "eval" if ckpt_dir.name == checkpoints.CHECKPOINT_DIR else f"eval_{ckpt_dir.name}"
+    outdir = Path(outdir) if outdir else workdir / default
     outdir.mkdir(parents=True, exist_ok=True)
     splits = data.build_splits(config.data, rng.purpose_key(config.seed, "data"))
     model = models.build_model(config)

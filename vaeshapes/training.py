@@ -33,7 +33,7 @@ from vaeshapes.validation import UserError, validate_config
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
 RESUMABLE_CHANGES = ("num_epochs", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "eval_batch_size")
+                     "keep_best", "eval_batch_size")
 
 
 @flax.struct.dataclass
@@ -294,8 +294,19 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def _all_finite(tree) -> bool:
-    return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(tree))
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def first_nonfinite_epoch(metrics: dict[str, np.ndarray], params) -> int | None:
+    """Index (within a chunk) of the first epoch whose train loss [epochs, seeds] is not
+    finite, 0 if only the parameters are, None if everything is finite."""
+    finite_loss = np.isfinite(metrics["train/loss"]).all(axis=1)
+    if finite_loss.all() and bool(_all_finite(params)):
+        return None
+    return int(np.argmax(~finite_loss))
 
 
 def _check_resumable(stored: dict, config, path: Path) -> None:
@@ -373,6 +384,9 @@ def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
     model = models.build_model(config)
     optimizer = make_optimizer(config)
     mngr = checkpoints.manager(workdir / checkpoints.CHECKPOINT_DIR, config.keep_checkpoints)
+    best = (checkpoints.manager(workdir / checkpoints.BEST_DIR, 1,
+                                keep_lowest=checkpoints.BEST_METRIC)
+            if config.keep_best and val_images is not None else None)
     states = start_states(config, model, optimizer, mngr)
     (workdir / "config.json").write_text(
         json.dumps(checkpoints.config_to_json_dict(config), indent=2))
@@ -386,11 +400,11 @@ def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
         n = min(chunk_epochs(config), config.num_epochs - epoch)
         states, metrics = train_chunk(states, train_images, val_images, num_epochs=n)
         metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics["train/loss"]).all() or not _all_finite(states.params):
-            bad = epoch + int(np.argmax(~np.isfinite(metrics["train/loss"]).all(axis=1)))
+        bad = first_nonfinite_epoch(metrics, states.params)
+        if bad is not None:
             raise NonFiniteError(
                 f"non-finite loss or parameters in epochs {epoch}..{epoch + n - 1} (first bad "
-                f"epoch {bad}); last good checkpoint: "
+                f"epoch {epoch + bad}); last good checkpoint: "
                 f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}")
         for i in range(n):
             if should_log(epoch + i, config):
@@ -403,11 +417,20 @@ def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
         if crossed or epoch == config.num_epochs or stop.requested:
             checkpoints.save(mngr, epoch, states, config)
             last_saved = epoch
+            if best is not None:
+                val_loss = float(np.mean(metrics["val/loss"][-1]) / num_pixels)
+                checkpoints.save(best, epoch, states, config, {checkpoints.BEST_METRIC: val_loss})
         progress.update(epoch)
         if stop.requested and epoch < config.num_epochs:
-            mngr.close()
+            _close(mngr, best)
             raise Interrupted(f"stopped at epoch {epoch} of {config.num_epochs}; checkpoint "
                               f"{mngr.directory / str(epoch)}. Resume with the same command")
-    mngr.close()
+    _close(mngr, best)
     plotting.training_curves(log.path, workdir / "figures" / "training_curves.png")
     return states
+
+
+def _close(*managers) -> None:
+    for mngr in managers:
+        if mngr is not None:
+            mngr.close()

@@ -36,8 +36,31 @@ def _check_float(config, field: str, low: float, *, strict: bool = False) -> Non
                         f"{'>' if strict else '>='} {low}")
 
 
+# Every field a config may have; anything else is a typo or a stale field.
+KNOWN_FIELDS = {
+    "": {"name", "seed", "num_seeds", "num_epochs", "batch_size", "learning_rate",
+         "latent_dim", "beta", "latent_noise_std", "info_noise_std", "log_every",
+         "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
+         "data", "model"},
+    "data": {"name", "num_train", "num_val", "num_test"},
+    "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
+              "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl"},
+}
+
+
+def _check_known_fields(config) -> None:
+    for group, known in KNOWN_FIELDS.items():
+        node = _get(config, group) if group else config
+        for key in node.keys():
+            if key not in known:
+                prefix = f"{group}." if group else ""
+                raise UserError(f"config.{prefix}{key}: unknown field; known: "
+                                f"{', '.join(sorted(known))}")
+
+
 def validate_config(config) -> None:
     """Raises UserError naming the first bad field; returns None if the config is usable."""
+    _check_known_fields(config)
     for field in ("num_epochs", "batch_size", "latent_dim", "log_every",
                   "checkpoint_every", "keep_checkpoints", "num_seeds", "eval_batch_size",
                   "data.num_train", "data.num_test"):
@@ -64,6 +87,8 @@ def validate_config(config) -> None:
     if impl not in ("patches", "xla"):
         raise UserError(f"config.model.conv_impl = {impl!r}: must be 'patches' or 'xla'")
     _check_decoder_output(config)
+    if not isinstance(_get(config, "keep_best"), bool):
+        raise UserError(f"config.keep_best = {config.keep_best!r}: must be True or False")
     if not isinstance(_get(config, "init_from"), str):
         raise UserError(f"config.init_from = {config.init_from!r}: must be a path string")
 

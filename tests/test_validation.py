@@ -1,0 +1,28 @@
+"""Config validation: every bad field is named before anything compiles."""
+
+import pytest
+
+from tests.conftest import load_config, tiny_rect_config
+from vaeshapes.validation import UserError, validate_config
+
+
+@pytest.mark.parametrize("name", ["rect", "shapes", "shapes_noisy"])
+def test_shipped_configs_are_valid(name):
+    validate_config(load_config(name))
+
+
+@pytest.mark.parametrize("group", ["", "data.", "model."])
+def test_unknown_field_is_named(group):
+    config = tiny_rect_config()
+    node = config if not group else config[group[:-1]]
+    node.lerning_rate = 1e-3  # a typo
+    with pytest.raises(UserError, match=rf"config\.{group}lerning_rate: unknown field"):
+        validate_config(config)
+
+
+def test_keep_best_must_be_a_bool():
+    config = tiny_rect_config()
+    del config["keep_best"]
+    config.keep_best = 1  # as a config file could set it
+    with pytest.raises(UserError, match="keep_best"):
+        validate_config(config)
