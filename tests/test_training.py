@@ -83,6 +83,19 @@ def test_resume_continues_at_the_right_epoch_and_matches(trained, tmp_path):
     chex.assert_trees_all_equal(resumed.params, states.params)
 
 
+def test_checkpoint_written_before_keep_best_existed_still_loads(trained, tmp_path):
+    config, _, states = trained
+    old = tiny_rect_config()
+    old.num_seeds = 2
+    del old["keep_best"]  # a config from before the field was added
+    mngr = checkpoints.manager(tmp_path / "checkpoints")
+    checkpoints.save(mngr, 4, states, old)
+    mngr.close()
+    loaded, restored, epoch, _ = training.load_checkpoint(tmp_path)
+    assert epoch == 4 and loaded.keep_best is True
+    chex.assert_trees_all_equal(restored, states)
+
+
 def test_resume_with_a_different_model_is_refused(trained):
     config, workdir, _ = trained
     other = tiny_rect_config()

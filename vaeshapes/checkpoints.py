@@ -18,6 +18,9 @@ from vaeshapes.validation import UserError
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"  # the one checkpoint with the lowest validation loss
 BEST_METRIC = "val/loss_per_pixel"
+# Config fields added after checkpoints were first written, with the value that a
+# checkpoint written without them is read with (so old runs still load).
+ADDED_FIELDS = {"keep_best": True}
 
 
 def config_to_json_dict(config) -> dict:
@@ -48,13 +51,13 @@ def save(mngr: ocp.CheckpointManager, epoch: int, states, config,
 
 
 def restore_config(mngr: ocp.CheckpointManager, epoch: int) -> ml_collections.ConfigDict:
-    """The config stored with checkpoint ``epoch``."""
+    """The config stored with checkpoint ``epoch`` (fields added since: ADDED_FIELDS)."""
     try:
         stored = mngr.restore(epoch, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
         raise UserError(f"cannot read the config of checkpoint "
                         f"{mngr.directory / str(epoch)}: {type(e).__name__}") from e
-    return ml_collections.ConfigDict(stored.config)
+    return ml_collections.ConfigDict({**ADDED_FIELDS, **stored.config})
 
 
 def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):

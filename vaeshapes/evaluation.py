@@ -94,10 +94,18 @@ def probe_metrics(key: jax.Array, features: jax.Array, labels: jax.Array, name: 
         PROBE_DRAWS) for k in PROBE_KS}
 
 
-def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array, *, config,
-                   model) -> dict:
+def edit_sign(mu: jax.Array, factors: jax.Array, name: str, dim: jax.Array) -> jax.Array:
+    """+1 or -1: the sign of the edited dimension's correlation with the edited factor, so
+    that a sweep of sign * delta should grow the factor (0 if they are uncorrelated)."""
+    edited = data.ANALYSIS_FACTORS[name].index(data.EDIT_FACTOR[name])
+    return jnp.sign(analysis.pearson(mu, factors[:, edited])[dim])
+
+
+def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array,
+                   probe_key: jax.Array, *, config, model) -> dict:
     """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
-    and few-label probes of one replica, from the test set's posterior means mu [N, D]."""
+    (prior drawn with ``key``) and few-label probes (``probe_key``) of one replica, from the
+    test set's posterior means mu [N, D]."""
     chex.assert_rank(mu, 2)
     name = config.data.name
     factors = factor_matrix(test, name)
@@ -107,15 +115,13 @@ def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array, *, c
     factor_dim = jnp.argmax(association, axis=1)
     edited = data.ANALYSIS_FACTORS[name].index(data.EDIT_FACTOR[name])
     dim = factor_dim[edited]
-    # Orient the sweep so that +delta should grow the factor.
-    sign = jnp.sign(analysis.pearson(mu, factors[:, edited])[dim])
+    sign = edit_sign(mu, factors, name, dim)
     decode = lambda z: analysis.display_images(model.apply(params, z, method="decode"))
     deltas = jnp.asarray(EDIT_DELTAS, jnp.float32)
     latents = analysis.edit_sweep(mu[:NUM_EDITED], dim, deltas)
     images = decode(latents.reshape(-1, mu.shape[1]))
     measured = jax.vmap(analysis.MEASURE_EDITED[name])(images).reshape(latents.shape[:2])
-    k_prior, k_probe = jax.random.split(key)
-    prior = decode(jax.random.normal(k_prior, (NUM_PRIOR_SAMPLES, mu.shape[1])))
+    prior = decode(jax.random.normal(key, (NUM_PRIOR_SAMPLES, mu.shape[1])))
     out = {
         "latent/association": association,
         "latent/mutual_info_nats": mi,
@@ -130,12 +136,14 @@ def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array, *, c
             lambda m: analysis.spearman(sign * deltas, m))(measured).mean(),
         "prior/valid_rate": jax.vmap(analysis.IS_VALID_SAMPLE[name])(prior).mean(),
     }
-    out.update(probe_metrics(k_probe, mu, probe_labels(test, name), name))
+    out.update(probe_metrics(probe_key, mu, probe_labels(test, name), name))
     return out
 
 
-def seed_metrics(params, test: data.Split, key: jax.Array, *, config, model) -> dict:
-    """Every test metric of one replica, under its public name (scalars or arrays)."""
+def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array, *, config,
+                 model) -> dict:
+    """Every test metric of one replica, under its public name (scalars or arrays).
+    ``probe_key`` draws the probes' labelled examples (shared with the pixel baseline)."""
     images = test.images
     keys = jax.random.split(key, images.shape[0])
     one = partial(image_metrics, params, config=config, model=model)
@@ -162,16 +170,15 @@ def seed_metrics(params, test: data.Split, key: jax.Array, *, config, model) -> 
     out["info/kl_bits"] = kl / jnp.log(2.0)
     out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
     out.update(latent_metrics(params, per_image["mu"], test, jax.random.fold_in(key, 1),
-                              config=config, model=model))
+                              probe_key, config=config, model=model))
     return out
 
 
-def pixel_probe_metrics(test: data.Split, key: jax.Array, name: str) -> dict:
-    """The few-label probes on raw pixels (the baseline). ``key`` is the one seed_metrics
-    gives latent_metrics, so both probes see the same labelled examples."""
+def pixel_probe_metrics(test: data.Split, probe_key: jax.Array, name: str) -> dict:
+    """The few-label probes on raw pixels (the baseline); with seed_metrics' probe_key both
+    probes see the same labelled examples."""
     features = analysis.pixel_features(test.images, data.NUM_CLASSES[name])
-    return probe_metrics(jax.random.split(key)[1], features, probe_labels(test, name), name,
-                         suffix="_pixels")
+    return probe_metrics(probe_key, features, probe_labels(test, name), name, suffix="_pixels")
 
 
 def summarise(per_seed: dict[str, np.ndarray]) -> dict:
@@ -293,7 +300,7 @@ def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, 
     edited = data.EDIT_FACTOR[name]
     shortest = np.argsort(np.asarray(test.factors[edited][:NUM_EDITED]), kind="stable")[:4]
     dim = int(seed0["latent/edit_dim"])
-    sign = np.sign(analysis.pearson(jnp.asarray(mu), factors[:, factor_names.index(edited)])[dim])
+    sign = float(edit_sign(jnp.asarray(mu), factors, name, dim))
     sweep = analysis.edit_sweep(jnp.asarray(mu[shortest]), dim,
                                 jnp.asarray(sign * EDIT_DELTAS, jnp.float32))
     plotting.image_grid(decode_grid(sweep), outdir / "latent_edit.png",
@@ -318,11 +325,12 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     model = models.build_model(config)
     eval_key = rng.purpose_key(config.seed, "eval")
     per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model),
-                                   in_axes=(0, None, None)))
-    metrics_key = jax.random.fold_in(eval_key, 0)
-    per_seed = jax.device_get(per_seed_fn(states.params, splits["test"], metrics_key))
+                                   in_axes=(0, None, None, None)))
+    probe_key = jax.random.fold_in(eval_key, 2)
+    per_seed = jax.device_get(per_seed_fn(states.params, splits["test"],
+                                          jax.random.fold_in(eval_key, 0), probe_key))
     pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
-        splits["test"], jax.random.fold_in(metrics_key, 1), config.data.name)
+        splits["test"], probe_key, config.data.name)
     params0 = jax.tree_util.tree_map(lambda p: p[0], states.params)
     metrics = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch,
                "num_seeds": config.num_seeds, "num_params": models.count_params(params0),
