@@ -1,4 +1,9 @@
-"""Trains a VAE: ``python train.py --config=configs/rect.py [--workdir=DIR]``."""
+"""Trains a VAE: ``python train.py --config=configs/rect.py [--workdir=DIR]``.
+
+Several processes (hosts) train one run together when given ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (or ``--distributed`` on a cluster that JAX
+detects by itself); every process runs the same command.
+"""
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -8,11 +13,23 @@ from vaeshapes import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/rect.py.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config.name>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run "
+    "(also read from JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..n-1.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process run, letting JAX detect the cluster "
+    "(SLURM, Open MPI, Kubernetes, Cloud TPU) for any of the three flags above not given.")
 
 
 def main(argv):
     del argv
-    return cli.run_train(_CONFIG.value, _WORKDIR.value)
+    distributed = dict(coordinator_address=_COORDINATOR.value,
+                       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                       auto=_DISTRIBUTED.value)
+    return cli.run_train(_CONFIG.value, _WORKDIR.value, distributed)
 
 
 if __name__ == "__main__":

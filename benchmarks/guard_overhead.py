@@ -21,19 +21,19 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import load_config  # noqa: E402
-from vaeshapes import data, models, rng, training  # noqa: E402
+from vaeshapes import training  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", "rect", "Config to measure (its full train set).")
 _CHUNKS = flags.DEFINE_integer("chunks", 10, "Chunks per timed loop.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed loops of each kind (median reported).")
 
 
-def timed_loop(chunk, states, images, num_epochs: int, chunks: int, guarded: bool,
+def timed_loop(trainer, states, num_epochs: int, chunks: int, guarded: bool,
                stop: training.StopSignals) -> tuple[float, training.TrainState]:
     """Seconds per epoch over ``chunks`` chunks, and the final states."""
     t0 = time.perf_counter()
     for _ in range(chunks):
-        states, metrics = chunk(states, images, None, num_epochs=num_epochs)
+        states, metrics = trainer.run(states, num_epochs)
         metrics = jax.device_get(metrics)
         if guarded:
             assert training.first_nonfinite_epoch(metrics, states.params) is None
@@ -45,18 +45,15 @@ def timed_loop(chunk, states, images, num_epochs: int, chunks: int, guarded: boo
 def main(argv):
     del argv
     config = load_config(_CONFIG.value)
-    model = models.build_model(config)
-    optimizer = training.make_optimizer(config)
-    states = training.init_states(config, model, optimizer)
-    images = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images
-    chunk = training.make_train_chunk(config, model, optimizer)
+    trainer = training.build_trainer(config)
+    states = trainer.fresh_states(config)
     num_epochs = training.chunk_epochs(config)
     times = {True: [], False: []}
     with training.StopSignals() as stop:
-        states = timed_loop(chunk, states, images, num_epochs, 1, True, stop)[1]  # compile
+        states = timed_loop(trainer, states, num_epochs, 1, True, stop)[1]  # compile
         for _ in range(_REPEATS.value):
             for guarded in (False, True):
-                seconds, states = timed_loop(chunk, states, images, num_epochs,
+                seconds, states = timed_loop(trainer, states, num_epochs,
                                              _CHUNKS.value, guarded, stop)
                 times[guarded].append(seconds)
     plain, guarded = (float(np.median(times[g])) for g in (False, True))

@@ -107,12 +107,8 @@ def test_resume_with_a_different_model_is_refused(trained):
 
 def test_a_few_steps_lower_the_loss():
     config = tiny_rect_config()
-    model = models.build_model(config)
-    optimizer = training.make_optimizer(config)
-    states = training.init_states(config, model, optimizer)
-    images = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images
-    chunk = training.make_train_chunk(config, model, optimizer)
-    _, metrics = chunk(states, images, None, num_epochs=6)
+    trainer = training.build_trainer(config)
+    _, metrics = trainer.run(trainer.fresh_states(config), 6)
     loss = np.asarray(metrics["train/loss"])[:, 0]
     chex.assert_shape(loss, (6,))
     assert loss[-1] < 0.9 * loss[0]  # 24 Adam steps: ~254 -> ~221 nats per image

@@ -55,8 +55,9 @@ def quiet_logs() -> None:
     logging.set_verbosity(logging.ERROR)
 
 
-def run_train(config, workdir: str | None) -> int:
-    from vaeshapes import training
+def run_train(config, workdir: str | None, distributed: dict | None = None) -> int:
+    """Trains; ``distributed`` holds ``parallel.initialize_distributed``'s arguments."""
+    from vaeshapes import parallel, training
     from vaeshapes.validation import UserError
 
     quiet_logs()
@@ -64,6 +65,7 @@ def run_train(config, workdir: str | None) -> int:
         return _fail("--config is required, e.g. --config=configs/rect.py", EXIT_USER_ERROR)
     workdir = Path(workdir) if workdir else Path("runs") / str(config.get("name", "run"))
     try:
+        parallel.initialize_distributed(**(distributed or {}))
         training.train(config, workdir)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)
@@ -71,7 +73,8 @@ def run_train(config, workdir: str | None) -> int:
         return _fail(str(e), EXIT_NON_FINITE)
     except training.Interrupted as e:
         return _fail(f"interrupted: {e}", EXIT_INTERRUPTED)
-    print(f"Done. Evaluate with: python eval.py --ckpt={workdir}", flush=True)
+    if parallel.is_main_process():
+        print(f"Done. Evaluate with: python eval.py --ckpt={workdir}", flush=True)
     return 0
 
 

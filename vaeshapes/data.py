@@ -165,22 +165,56 @@ def shapes_sample(key: jax.Array):
     return shapes_sample_class(k_shape, jax.random.randint(k_label, (), 0, 3))
 
 
+class SplitKeys(NamedTuple):
+    """A split as the keys that draw it: image i is ``sample(keys[i])`` (with label
+    ``labels[i]`` for stratified datasets, else labels is None). Small enough to hold on
+    every device, so each one draws only the images of its own shard of a batch."""
+
+    keys: jax.Array  # uint32 [N, 2]
+    labels: jax.Array | None  # int32 [N]
+
+
+def sample_keys(key: jax.Array, n: int) -> SplitKeys:
+    """Keys of n i.i.d. samples."""
+    chex.assert_shape(key, (2,))
+    return SplitKeys(jax.random.split(key, n), None)
+
+
+def stratified_keys(num_labels: int, key: jax.Array, n: int) -> SplitKeys:
+    """Keys of n samples whose labels are balanced (each label n // num_labels or one
+    more), in shuffled order: every split made this way is stratified by label."""
+    chex.assert_shape(key, (2,))
+    k_order, k_samples = jax.random.split(key)
+    labels = jax.random.permutation(k_order, jnp.arange(n) % num_labels)
+    return SplitKeys(jax.random.split(k_samples, n), labels)
+
+
+def draw(name: str, split: SplitKeys) -> Split:
+    """The images and factors of ``split`` (keys [..., 2], any leading shape)."""
+    lead = split.keys.shape[:-1]
+    chex.assert_shape(split.keys, (*lead, 2))
+    keys = split.keys.reshape(-1, 2)
+    if split.labels is None:
+        images, factors = jax.vmap(GENERATORS[name])(keys)
+    else:
+        chex.assert_shape(split.labels, lead)
+        images, factors = jax.vmap(STRATIFIED[name][0])(keys, split.labels.reshape(-1))
+    unflatten = lambda x: x.reshape(*lead, *x.shape[1:])
+    return Split(unflatten(images), jax.tree_util.tree_map(unflatten, factors))
+
+
 @partial(jax.jit, static_argnums=(0, 2))
 def sample_split(sample_fn, key: jax.Array, n: int) -> Split:
     """Draws n i.i.d. samples with ``sample_fn`` (vmapped) from one key."""
-    chex.assert_shape(key, (2,))
-    images, factors = jax.vmap(sample_fn)(jax.random.split(key, n))
+    images, factors = jax.vmap(sample_fn)(sample_keys(key, n).keys)
     return Split(images, factors)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 3))
 def stratified_split(sample_class_fn, num_labels: int, key: jax.Array, n: int) -> Split:
-    """n samples whose labels are balanced (each label n // num_labels or one more),
-    in shuffled order: every split made this way is stratified by label."""
-    chex.assert_shape(key, (2,))
-    k_order, k_samples = jax.random.split(key)
-    labels = jax.random.permutation(k_order, jnp.arange(n) % num_labels)
-    images, factors = jax.vmap(sample_class_fn)(jax.random.split(k_samples, n), labels)
+    """n label-balanced samples drawn with ``sample_class_fn`` (see stratified_keys)."""
+    keys, labels = stratified_keys(num_labels, key, n)
+    images, factors = jax.vmap(sample_class_fn)(keys, labels)
     return Split(images, factors)
 
 
@@ -202,6 +236,26 @@ EDIT_FACTOR = {"rect": "height", "shapes": "size"}
 STRATIFIED = {"shapes": (shapes_sample_class, len(SHAPES_CLASSES))}
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_sizes(data_config) -> dict[str, int]:
+    """Images per split; empty splits left out."""
+    sizes = (data_config.num_train, data_config.num_val, data_config.num_test)
+    return {name: n for name, n in zip(SPLIT_NAMES, sizes, strict=True) if n > 0}
+
+
+def build_split_keys(data_config, key: jax.Array) -> dict[str, SplitKeys]:
+    """Keys of the train/val/test splits from one data key (see build_splits)."""
+    name = data_config.name
+    if name in STRATIFIED:
+        make = lambda k, n: stratified_keys(STRATIFIED[name][1], k, n)
+    else:
+        make = sample_keys
+    return {split: make(jax.random.fold_in(key, SPLIT_NAMES.index(split)), n)
+            for split, n in split_sizes(data_config).items()}
+
+
 def build_splits(data_config, key: jax.Array) -> dict[str, Split]:
     """Train/val/test splits from one data key; each split has its own key.
 
@@ -210,15 +264,11 @@ def build_splits(data_config, key: jax.Array) -> dict[str, Split]:
     The keys are ``fold_in(key, i)`` for train (0), val (1) and test (2), so the
     splits are disjoint draws and adding a split never changes the others.
     """
-    name = data_config.name
-    if name in STRATIFIED:
-        make = lambda k, n: stratified_split(*STRATIFIED[name], k, n)
-    else:
-        make = lambda k, n: sample_split(GENERATORS[name], k, n)
-    sizes = {"train": data_config.num_train, "val": data_config.num_val,
-             "test": data_config.num_test}
-    return {split: make(jax.random.fold_in(key, i), n)
-            for i, (split, n) in enumerate(sizes.items()) if n > 0}
+    return {split: _draw_jit(data_config.name, keys) for split, keys in
+            build_split_keys(data_config, key).items()}
+
+
+_draw_jit = jax.jit(draw, static_argnums=0)
 
 
 def entropy_floor_nats(data_config) -> float | None:

@@ -9,10 +9,22 @@ same names, shapes and initialisers, so checkpoints are interchangeable.
 
 from __future__ import annotations
 
+import math
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """``nn.initializers.lecun_normal()`` (truncated normal, fan-in of ``shape``), value for
+    value, but drawn flat and reshaped: XLA:CPU compiles a 4-D draw ~10x slower (~2.5 s
+    per conv kernel), and threefry's bits depend only on the flat index."""
+    fan_in = math.prod(shape[:-1])
+    stddev = jnp.sqrt(jnp.array(1.0 / fan_in, dtype)) / jnp.array(.87962566103423978, dtype)
+    flat = jax.random.truncated_normal(key, -2, 2, (math.prod(shape),), dtype)
+    return flat.reshape(shape) * stddev
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -113,7 +125,7 @@ class _PatchLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+        kernel = self.param("kernel", lecun_normal,
                             (*self.kernel_size, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return type(self).op(x, kernel, bias, self.strides[0])

@@ -19,7 +19,8 @@ from vaeshapes import data, layers
 
 CONV_IMPLS = {
     "patches": (layers.PatchConv, layers.PatchConvTranspose),
-    "xla": (partial(nn.Conv, padding="SAME"), partial(nn.ConvTranspose, padding="SAME")),
+    "xla": (partial(nn.Conv, padding="SAME", kernel_init=layers.lecun_normal),
+            partial(nn.ConvTranspose, padding="SAME", kernel_init=layers.lecun_normal)),
 }
 
 

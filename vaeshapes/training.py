@@ -6,10 +6,16 @@ of epochs is one jitted ``lax.scan`` over epochs, each epoch a ``lax.scan`` over
 shuffled batches; the host only sees chunk boundaries (logging, checkpoints).
 Every random draw is ``fold_in(replica key, epoch)`` (then step), so a resumed run
 replays exactly the data order and noise of an uninterrupted one.
+
+Scale-out (``parallel``): the compiled chunk runs on a (seeds, data) mesh over every
+device of every process. Splits travel as the keys that draw them; each epoch, every
+device draws only its shard of every global batch (the global permutation's slice), so
+a batch is the same whatever the number of devices and processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +25,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import flax
@@ -28,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaeshapes import checkpoints, data, elbo, models, plotting, rng
+from vaeshapes import checkpoints, data, elbo, models, parallel, plotting, rng
 from vaeshapes.validation import UserError, validate_config
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
@@ -143,6 +149,18 @@ def init_states(config, model, optimizer) -> TrainState:
     return jax.vmap(partial(init_state, config, model, optimizer))(init_keys, train_keys)
 
 
+def init_states_on(mesh, config, model, optimizer) -> TrainState:
+    """``init_states`` (computed op by op, as every run has), sharded over ``mesh``."""
+    return parallel.put(init_states(config, model, optimizer),
+                        parallel.replica_sharding(mesh))
+
+
+def split_keys_on(mesh, config) -> dict[str, data.SplitKeys]:
+    """The config's split keys (``data.build_split_keys``), copied to every device."""
+    keys = data.build_split_keys(config.data, rng.purpose_key(config.seed, "data"))
+    return parallel.put(keys, parallel.replicated(mesh))
+
+
 def train_step(state: TrainState, batch: jax.Array, *, config, model, optimizer):
     """One Adam step on the negative ELBO (beta-weighted); returns (state, metrics)."""
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
@@ -168,52 +186,112 @@ def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return perm.reshape(num_batches, batch_size)
 
 
-def validation_terms(params, images: jax.Array, key: jax.Array, *, config,
-                     model) -> dict[str, jax.Array]:
-    """Mean ELBO terms (recon, kl; nats per image) over ``images``, in compiled batches."""
-    keys = jax.random.split(key, images.shape[0])
+def draw_batches(name: str, split: data.SplitKeys, idx: jax.Array, mesh) -> jax.Array:
+    """Images of ``split`` at ``idx`` [..., batch]; each device draws its shard of every
+    batch (the last axis of ``idx``, split over the mesh's data axis)."""
+    axis = idx.ndim - 1
+    shard = lambda x: parallel.shard_batch(x, mesh, axis)
+    labels = None if split.labels is None else shard(split.labels[idx])
+    images = data.draw(name, data.SplitKeys(shard(split.keys[idx]), labels)).images
+    return shard(images)
 
-    def one(args):
-        x, k = args
+
+def eval_chunks(n: int, chunk_size: int, shards: int) -> tuple[jax.Array, jax.Array]:
+    """Indices [chunks, size] covering 0..n-1 (wrapping to fill the last chunk) and a mask
+    of the real ones; size is ``chunk_size`` (at most n) rounded up to a multiple of
+    ``shards``."""
+    size = -(-min(chunk_size, n) // shards) * shards
+    flat = jnp.arange(-(-n // size) * size)
+    return (flat % n).reshape(-1, size), (flat < n).reshape(-1, size)
+
+
+def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, model,
+                     mesh) -> dict[str, jax.Array]:
+    """Mean ELBO terms (recon, kl; nats per image) over ``split``, in compiled chunks of
+    ``config.eval_batch_size`` images, one noise key per image."""
+    n = split.keys.shape[0]
+    image_keys = jax.random.split(key, n)
+
+    def one(x, k):
         terms = elbo.elbo_terms(model, params, x[None], k, likelihood=likelihood_name(config))
         return {name: v[0] for name, v in terms.items()}
 
-    terms = jax.lax.map(one, (images, keys), batch_size=config.eval_batch_size)
-    return {name: v.mean() for name, v in terms.items()}
+    def chunk_sums(args):
+        idx, real = args
+        terms = jax.vmap(one)(draw_batches(config.data.name, split, idx, mesh),
+                              image_keys[idx])
+        return {name: jnp.where(real, v, 0.0).sum() for name, v in terms.items()}
+
+    sums = jax.lax.map(chunk_sums, eval_chunks(n, config.eval_batch_size,
+                                               parallel.data_shards(mesh)))
+    return {name: v.sum() / n for name, v in sums.items()}
 
 
-def run_epoch(state: TrainState, train_images: jax.Array, val_images: jax.Array | None,
-              *, config, model, optimizer):
+def run_epoch(state: TrainState, train: data.SplitKeys, val: data.SplitKeys | None,
+              *, config, model, optimizer, mesh):
     """One epoch for one replica: shuffled batches in a ``lax.scan``; mean metrics."""
     epoch_key = jax.random.fold_in(state.key, state.epoch)
-    idx = epoch_batches(jax.random.fold_in(epoch_key, 0), train_images.shape[0],
+    idx = epoch_batches(jax.random.fold_in(epoch_key, 0), train.keys.shape[0],
                         config.batch_size)
+    batches = draw_batches(config.data.name, train, idx, mesh)
     step = partial(train_step, config=config, model=model, optimizer=optimizer)
-    state, metrics = jax.lax.scan(lambda s, i: step(s, train_images[i]), state, idx)
+    state, metrics = jax.lax.scan(step, state, batches)
     metrics = {f"train/{k}": v.mean() for k, v in metrics.items()}
-    if val_images is not None:
-        val = validation_terms(state.params, val_images, jax.random.fold_in(epoch_key, 1),
-                               config=config, model=model)
+    if val is not None:
+        val = validation_terms(state.params, val, jax.random.fold_in(epoch_key, 1),
+                               config=config, model=model, mesh=mesh)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["val/loss"] = val["recon"] + config.beta * val["kl"]
     return state.replace(epoch=state.epoch + 1), metrics
 
 
-def make_train_chunk(config, model, optimizer):
-    """Jitted ``(states, train_images, val_images, num_epochs) -> (states, metrics)``.
+def make_train_chunk(config, model, optimizer, mesh):
+    """Jitted ``(states, train, val, num_epochs) -> (states, metrics)`` on ``mesh``.
 
-    ``states`` carry a leading seed axis; metrics come back as arrays [epochs, seeds].
-    The input states are donated.
+    ``train``/``val`` are ``data.SplitKeys`` (val may be None). ``states`` carry a leading
+    seed axis (sharded over the mesh's seeds axis); metrics come back as arrays
+    [epochs, seeds], copied to every device so every process can read them. The input
+    states are donated.
     """
-    epoch = partial(run_epoch, config=config, model=model, optimizer=optimizer)
-    epoch_all_seeds = jax.vmap(epoch, in_axes=(0, None, None))
+    epoch = partial(run_epoch, config=config, model=model, optimizer=optimizer, mesh=mesh)
+    epoch_all_seeds = jax.vmap(epoch, in_axes=(0, None, None),
+                               spmd_axis_name=parallel.SEEDS)
 
-    def chunk(states, train_images, val_images, num_epochs):
+    def chunk(states, train, val, num_epochs):
         chex.assert_rank(states.epoch, 1)
-        return jax.lax.scan(lambda s, _: epoch_all_seeds(s, train_images, val_images),
+        return jax.lax.scan(lambda s, _: epoch_all_seeds(s, train, val),
                             states, None, length=num_epochs)
 
-    return jax.jit(chunk, static_argnames="num_epochs", donate_argnums=0)
+    replicas, everywhere = parallel.replica_sharding(mesh), parallel.replicated(mesh)
+    return jax.jit(chunk, static_argnums=3, donate_argnums=0,
+                   in_shardings=(replicas, everywhere, everywhere),
+                   out_shardings=(replicas, everywhere))
+
+
+class Trainer(NamedTuple):
+    """What a run compiles and feeds, built once from the config (``build_trainer``)."""
+
+    model: models.ConvVAE
+    optimizer: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    splits: dict[str, data.SplitKeys]  # on every device
+    chunk: Any  # make_train_chunk's jitted function
+
+    def fresh_states(self, config) -> TrainState:
+        return init_states_on(self.mesh, config, self.model, self.optimizer)
+
+    def run(self, states: TrainState, num_epochs: int):
+        """``num_epochs`` epochs from ``states`` (donated): (states, metrics)."""
+        return self.chunk(states, self.splits["train"], self.splits.get("val"), num_epochs)
+
+
+def build_trainer(config) -> Trainer:
+    """Model, optimiser, mesh over all devices, split keys and the compiled chunk."""
+    mesh = parallel.make_mesh(config.num_seeds)
+    parallel.check_batch_divides(config.batch_size, mesh.shape)
+    model, optimizer = models.build_model(config), make_optimizer(config)
+    return Trainer(model, optimizer, mesh, split_keys_on(mesh, config),
+                   make_train_chunk(config, model, optimizer, mesh))
 
 
 def chunk_epochs(config) -> int:
@@ -318,87 +396,107 @@ def _check_resumable(stored: dict, config, path: Path) -> None:
                         f"{', '.join(diffs)}); use another --workdir or the same config")
 
 
-def load_checkpoint(path: str | Path):
-    """(config, stacked states, epoch, checkpoint dir) of a workdir or one step dir."""
+def load_checkpoint(path: str | Path, sharding=None):
+    """(config, stacked states, epoch, checkpoint dir) of a workdir or one step dir.
+
+    States land on ``sharding`` (default: this process's first device), whatever the
+    devices and processes that wrote them.
+    """
     ckpt_dir, epoch = checkpoints.locate(path)
     mngr = checkpoints.manager(ckpt_dir, read_only=True)
     config = checkpoints.restore_config(mngr, epoch)
     validate_config(config)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(lambda: init_states(config, models.build_model(config),
                                                   make_optimizer(config)))
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
     states = checkpoints.restore_states(mngr, epoch, abstract)
     mngr.close()
     return config, states, epoch, ckpt_dir
 
 
-def load_init_params(config, target_params):
-    """Params from ``config.init_from`` (a workdir or step dir) for every replica: one to
-    one when it has as many seeds, else its seed 0 copied to all."""
-    source_config, states, _, _ = load_checkpoint(config.init_from)
-    params = states.params
-    if source_config.num_seeds != config.num_seeds:
-        params = jax.tree_util.tree_map(
-            lambda p: jnp.broadcast_to(p[0], (config.num_seeds,) + p.shape[1:]), params)
+def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
+    """``states`` with params from ``config.init_from`` (a workdir or step dir) for every
+    replica, one to one when it has as many seeds, else its seed 0 copied to all; fresh
+    optimiser state."""
+    source_config, source, _, _ = load_checkpoint(config.init_from,
+                                                  parallel.replicated(mesh))
     try:
-        chex.assert_trees_all_equal_shapes(params, target_params)
+        chex.assert_trees_all_equal_shapes(
+            jax.tree_util.tree_map(lambda p: p[0], source.params),
+            jax.tree_util.tree_map(lambda p: p[0], states.params))
     except AssertionError as e:
         raise UserError(f"config.init_from={config.init_from}: its model differs from this "
                         "config's model") from e
-    return params
+
+    def with_params(states, params):
+        if source_config.num_seeds != config.num_seeds:
+            params = jax.tree_util.tree_map(
+                lambda p: jnp.broadcast_to(p[0], (config.num_seeds,) + p.shape[1:]), params)
+        return states.replace(params=params, opt_state=jax.vmap(optimizer.init)(params))
+
+    return jax.jit(with_params, out_shardings=parallel.replica_sharding(mesh))(
+        states, source.params)
 
 
-def start_states(config, model, optimizer, mngr) -> TrainState:
-    """Latest checkpoint in ``workdir`` if there is one, else a fresh (or init_from) start."""
-    states = init_states(config, model, optimizer)
+def start_states(config, trainer: Trainer, mngr) -> tuple[TrainState, int]:
+    """(states, epochs done): the latest checkpoint in ``mngr`` if there is one, else a
+    fresh (or init_from) start; sharded over the trainer's mesh."""
+    states = trainer.fresh_states(config)
     latest = mngr.latest_step()
     if latest is not None:
         _check_resumable(checkpoints.config_to_json_dict(
             checkpoints.restore_config(mngr, latest)), config, mngr.directory / str(latest))
         states = checkpoints.restore_states(mngr, latest, states)
-        print(f"Resuming from {mngr.directory / str(latest)} (epoch {latest})", flush=True)
-    elif config.init_from:
-        params = load_init_params(config, states.params)
-        states = states.replace(params=params, opt_state=jax.vmap(optimizer.init)(params))
-        print(f"Initialised params from {config.init_from}", flush=True)
-    return states
+        say(f"Resuming from {mngr.directory / str(latest)} (epoch {latest})")
+        return states, latest
+    if config.init_from:
+        states = load_init_params(config, states, trainer.optimizer, trainer.mesh)
+        say(f"Initialised params from {config.init_from}")
+    return states, 0
+
+
+def say(line: str) -> None:
+    """A console line, from process 0 only."""
+    if parallel.is_main_process():
+        print(line, flush=True)
 
 
 def train(config, workdir: str | Path) -> TrainState:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns states.
 
+    Runs on every device of every process (``parallel``); process 0 holds the workdir
+    lock and writes config, logs and figures, every process writes its checkpoint shards.
     Raises Interrupted (after checkpointing) on SIGTERM/SIGINT, NonFiniteError on a
     non-finite loss or parameters, UserError on bad input or a workdir in use.
     """
     validate_config(config)
+    trainer = build_trainer(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir), StopSignals() as stop:
-        return _train_locked(config, workdir, stop)
+    lock = WorkdirLock(workdir) if parallel.is_main_process() else contextlib.nullcontext()
+    with lock, StopSignals() as stop:
+        return _train_locked(config, workdir, stop, trainer)
 
 
-def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
-    splits = data.build_splits(config.data, rng.purpose_key(config.seed, "data"))
-    train_images = splits["train"].images
-    val_images = splits["val"].images if "val" in splits else None
+def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) -> TrainState:
+    main = parallel.is_main_process()
     num_pixels = math.prod(data.IMAGE_SHAPES[config.data.name])
-    model = models.build_model(config)
-    optimizer = make_optimizer(config)
     mngr = checkpoints.manager(workdir / checkpoints.CHECKPOINT_DIR, config.keep_checkpoints)
     best = (checkpoints.manager(workdir / checkpoints.BEST_DIR, 1,
                                 keep_lowest=checkpoints.BEST_METRIC)
-            if config.keep_best and val_images is not None else None)
-    states = start_states(config, model, optimizer, mngr)
-    (workdir / "config.json").write_text(
-        json.dumps(checkpoints.config_to_json_dict(config), indent=2))
-
-    epoch = int(states.epoch[0])
-    log = MetricsLog(workdir / "metrics.jsonl", epoch)
-    train_chunk = make_train_chunk(config, model, optimizer)
-    progress = Progress(config.num_epochs, epoch)
+            if config.keep_best and "val" in trainer.splits else None)
+    states, epoch = start_states(config, trainer, mngr)
+    if main:
+        (workdir / "config.json").write_text(
+            json.dumps(checkpoints.config_to_json_dict(config), indent=2))
+        log = MetricsLog(workdir / "metrics.jsonl", epoch)
+        progress = Progress(config.num_epochs, epoch)
     last_saved = mngr.latest_step()
     while epoch < config.num_epochs:
         n = min(chunk_epochs(config), config.num_epochs - epoch)
-        states, metrics = train_chunk(states, train_images, val_images, num_epochs=n)
+        states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
         bad = first_nonfinite_epoch(metrics, states.params)
         if bad is not None:
@@ -407,26 +505,29 @@ def _train_locked(config, workdir: Path, stop: StopSignals) -> TrainState:
                 f"epoch {epoch + bad}); last good checkpoint: "
                 f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}")
         for i in range(n):
-            if should_log(epoch + i, config):
+            if main and should_log(epoch + i, config):
                 record = epoch_record(epoch + i, {k: v[i] for k, v in metrics.items()},
                                       num_pixels)
                 print(console_line(record), flush=True)
                 log.write(record)
         epoch += n
+        stopping = parallel.any_process(stop.requested is not None)
         crossed = epoch // config.checkpoint_every > (epoch - n) // config.checkpoint_every
-        if crossed or epoch == config.num_epochs or stop.requested:
+        if crossed or epoch == config.num_epochs or stopping:
             checkpoints.save(mngr, epoch, states, config)
             last_saved = epoch
             if best is not None:
                 val_loss = float(np.mean(metrics["val/loss"][-1]) / num_pixels)
                 checkpoints.save(best, epoch, states, config, {checkpoints.BEST_METRIC: val_loss})
-        progress.update(epoch)
-        if stop.requested and epoch < config.num_epochs:
+        if main:
+            progress.update(epoch)
+        if stopping and epoch < config.num_epochs:
             _close(mngr, best)
             raise Interrupted(f"stopped at epoch {epoch} of {config.num_epochs}; checkpoint "
                               f"{mngr.directory / str(epoch)}. Resume with the same command")
     _close(mngr, best)
-    plotting.training_curves(log.path, workdir / "figures" / "training_curves.png")
+    if main:
+        plotting.training_curves(log.path, workdir / "figures" / "training_curves.png")
     return states
 
 

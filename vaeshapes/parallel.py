@@ -1,0 +1,109 @@
+"""Devices, mesh and shardings for data-parallel training, on one process or many.
+
+One mesh spans every device of every process, with axes ``seeds`` (replicas: the
+leading axis of the stacked train states) and ``data`` (the batch). Parameters and
+optimiser state are sharded over ``seeds`` and replicated over ``data``; every global
+batch is sharded over ``data``. Multi-process runs join through JAX's own runtime,
+``jax.distributed.initialize``; XLA inserts the collectives.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import numpy as np
+from jax.experimental import mesh_utils, multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vaeshapes.validation import UserError
+
+MESH_AXES = ("seeds", "data")
+SEEDS, DATA = MESH_AXES
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           auto: bool = False) -> bool:
+    """Joins a multi-process run if one is asked for; returns whether it did.
+
+    Asked for by any argument (None leaves that one to JAX), by ``auto`` (JAX detects
+    SLURM, Open MPI, Kubernetes and Cloud TPU jobs) or by the JAX_COORDINATOR_ADDRESS
+    environment variable. CPU processes talk through gloo. Call before any computation.
+    """
+    given = (coordinator_address, num_processes, process_id)
+    if not (auto or any(v is not None for v in given)
+            or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(*given)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"cannot join the multi-process run: {str(e).splitlines()[0]}") from e
+    return True
+
+
+def is_main_process() -> bool:
+    """Process 0 writes logs, figures and console output; every process checkpoints."""
+    return jax.process_index() == 0
+
+
+def make_mesh(num_seeds: int) -> Mesh:
+    """A (seeds, data) mesh over all devices: as many devices on ``seeds`` as divide both
+    the number of replicas and of devices, the rest on ``data``."""
+    num_devices = jax.device_count()
+    seed_shards = math.gcd(num_seeds, num_devices)
+    devices = mesh_utils.create_device_mesh((seed_shards, num_devices // seed_shards))
+    return Mesh(devices, MESH_AXES)
+
+
+def data_shards(mesh: Mesh) -> int:
+    """Devices each batch is split over."""
+    return mesh.shape[DATA]
+
+
+def check_batch_divides(batch_size: int, mesh_shape) -> None:
+    """A clear error when the global batch cannot be split evenly over ``data``
+    (``mesh_shape``: a mesh's axis sizes, e.g. ``mesh.shape``)."""
+    shards, seed_shards = mesh_shape[DATA], mesh_shape[SEEDS]
+    if batch_size % shards:
+        raise UserError(
+            f"config.batch_size={batch_size} does not divide over the {shards} devices of "
+            f"the mesh's data axis ({shards * seed_shards} devices: {seed_shards} for seeds "
+            f"x {shards} for data); use a multiple of {shards}")
+
+
+def replica_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays with a leading replica axis: split over ``seeds``, copied over ``data``."""
+    return NamedSharding(mesh, PartitionSpec(SEEDS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device (small inputs, metrics read back by every process)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def put(tree, sharding: NamedSharding):
+    """Arrays that every process holds in full (computed alike from the config) as global
+    arrays laid out by ``sharding``; each process supplies its own devices' shards."""
+    def one(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def shard_batch(x: jax.Array, mesh: Mesh, axis: int = 0) -> jax.Array:
+    """Constrains axis ``axis`` of ``x`` (one replica's batch) to be split over ``data``;
+    under ``vmap(..., spmd_axis_name="seeds")`` the replica axis goes over ``seeds``."""
+    spec = [None] * x.ndim
+    spec[axis] = DATA
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if ``flag`` is true on any (a host-level all-gather)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
