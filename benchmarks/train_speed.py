@@ -1,13 +1,16 @@
-"""Training speed, side by side in one run: conv implementations and seed counts.
+"""Training speed against the hardware, side by side in one run.
 
-    python benchmarks/train_speed.py [--configs=rect,shapes] [--seeds=1,5] [--repeats=5]
-        [--json=benchmarks/train_speed.json]
+    python benchmarks/train_speed.py [--configs=rect,shapes] [--seeds=1,8] [--repeats=5]
+        [--impls=patches] [--max_batches=0] [--json=benchmarks/train_speed.json]
 
-For each config, conv_impl ("patches" vs flax's "xla") and number of seeds: compile
-time, median seconds per epoch over repeats (one compiled epoch each), samples/s, and
-the ratios against the first row of its config. Epochs use the config's batch size on
-a train set of ``--batches`` batches, so a full epoch's time is seconds_per_batch x
-the config's batches per epoch (reported as ``full_epoch_s``).
+For each config, conv_impl and seed count: compile time (first call minus a steady
+call), median seconds per epoch over ``--repeats`` compiled calls, samples/s (all
+seeds), the analytic FLOPs per sample (3 x ``models.forward_flops``: forward and
+backward) and the achieved GFLOP/s as a fraction of a large f32 matmul's GFLOP/s
+measured in the same run. Each call trains ``--epochs_per_call`` epochs in one compiled
+chunk, exactly as train.py does. ``--max_batches`` > 0 trains on that many batches per
+epoch instead of the config's full train set and scales the time up to a full epoch
+(for configs whose epoch is long). The projected run = seconds per epoch x num_epochs.
 """
 
 from __future__ import annotations
@@ -19,69 +22,104 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import load_config  # noqa: E402
-from vaeshapes import data, models, rng, training  # noqa: E402
+from vaeshapes import models, training  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.")
-_IMPLS = flags.DEFINE_list("impls", ["patches", "xla"], "conv_impl values to compare.")
-_SEEDS = flags.DEFINE_list("seeds", ["1", "5"], "num_seeds values to compare.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed epochs per row (median reported).")
-_BATCHES = flags.DEFINE_integer("batches", 8, "Batches per timed epoch.")
+_IMPLS = flags.DEFINE_list("impls", ["patches"], "conv_impl values to compare.")
+_SEEDS = flags.DEFINE_list("seeds", ["1", "8"], "num_seeds values to compare.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row (median reported).")
+_EPOCHS = flags.DEFINE_integer("epochs_per_call", 1, "Epochs per compiled call.")
+_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0,
+                                    "Batches per timed epoch (0: the config's train set).")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n peak matmul.")
 _JSON = flags.DEFINE_string("json", "benchmarks/train_speed.json", "Where to write rows.")
 
 
-def measure(name: str, impl: str, num_seeds: int) -> dict:
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    """GFLOP/s of an n x n x n float32 matmul (the achievable peak of dense work)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(matmul(a))
+    return 2 * n**3 / median_seconds(lambda: matmul(a), repeats) / 1e9
+
+
+def measure(name: str, impl: str, num_seeds: int, peak: float) -> dict:
     config = load_config(name)
     config.model.conv_impl = impl
     config.num_seeds = num_seeds
-    full_batches = config.data.num_train // config.batch_size
-    config.data.num_train = config.batch_size * _BATCHES.value
     config.data.num_val = 0
-    model = models.build_model(config)
-    optimizer = training.make_optimizer(config)
-    states = training.init_states(config, model, optimizer)
-    images = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images
-    chunk = training.make_train_chunk(config, model, optimizer)
+    full_batches = config.data.num_train // config.batch_size
+    if _MAX_BATCHES.value:
+        config.data.num_train = config.batch_size * min(_MAX_BATCHES.value, full_batches)
+    batches = config.data.num_train // config.batch_size
+    trainer = training.build_trainer(config)
+    states = trainer.fresh_states(config)
+    epochs = _EPOCHS.value
+
     t0 = time.perf_counter()
-    states, metrics = chunk(states, images, None, num_epochs=1)
+    states, metrics = trainer.run(states, epochs)
     jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(_REPEATS.value):
-        t0 = time.perf_counter()
-        states, metrics = chunk(states, images, None, num_epochs=1)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
-    per_batch = float(np.median(times)) / _BATCHES.value
-    return dict(config=name, conv_impl=impl, num_seeds=num_seeds, compile_s=compile_s,
-                ms_per_batch=1e3 * per_batch, full_epoch_s=per_batch * full_batches,
-                samples_per_s=num_seeds * config.batch_size / per_batch)
+    first = time.perf_counter() - t0
+
+    def call():
+        nonlocal states
+        states, metrics = trainer.run(states, epochs)
+        return metrics
+
+    per_call = median_seconds(call, _REPEATS.value)
+    epoch_s = per_call / epochs * full_batches / batches
+    samples = num_seeds * full_batches * config.batch_size
+    flops_per_sample = 3 * models.forward_flops(config)
+    gflops = samples * flops_per_sample / epoch_s / 1e9
+    return dict(config=name, conv_impl=impl, num_seeds=num_seeds,
+                compile_s=first - per_call, epoch_s=epoch_s,
+                run_s=epoch_s * config.num_epochs, num_epochs=config.num_epochs,
+                samples_per_s=samples / epoch_s, flops_per_sample=flops_per_sample,
+                gflops=gflops, peak_fraction=gflops / peak,
+                timed_batches_per_epoch=batches, full_batches_per_epoch=full_batches)
 
 
 def main(argv):
     del argv
+    peak = matmul_gflops(_MATMUL.value, _REPEATS.value)
+    print(f"matmul peak ({_MATMUL.value}^3 float32): {peak:.0f} GFLOP/s on "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
+    header = (f"{'config':7} {'impl':8} {'seeds':>5} {'compile s':>9} {'s/epoch':>8} "
+              f"{'run s':>8} {'samples/s':>10} {'MFLOP/smp':>9} {'GFLOP/s':>8} {'of peak':>7} "
+              f"{'vs 1 seed':>9}")
+    print(header)
     rows = []
-    print(f"{'config':8} {'conv_impl':9} {'seeds':>5} {'compile s':>9} {'ms/batch':>9} "
-          f"{'epoch s':>8} {'samples/s':>10} {'vs first':>8}")
     for name in _CONFIGS.value:
-        first = None
         for impl in _IMPLS.value:
+            base = None
             for seeds in map(int, _SEEDS.value):
-                row = measure(name, impl, seeds)
-                first = first or row
-                row["time_ratio_vs_first"] = row["ms_per_batch"] / first["ms_per_batch"]
+                row = measure(name, impl, seeds, peak)
+                base = base or row
+                row["time_vs_first_seed_count"] = row["epoch_s"] / base["epoch_s"]
                 rows.append(row)
-                print(f"{name:8} {impl:9} {seeds:>5} {row['compile_s']:>9.1f} "
-                      f"{row['ms_per_batch']:>9.1f} {row['full_epoch_s']:>8.2f} "
-                      f"{row['samples_per_s']:>10.0f} {row['time_ratio_vs_first']:>8.2f}",
-                      flush=True)
+                print(f"{name:7} {impl:8} {seeds:>5} {row['compile_s']:>9.1f} "
+                      f"{row['epoch_s']:>8.3f} {row['run_s']:>8.1f} "
+                      f"{row['samples_per_s']:>10.0f} {row['flops_per_sample'] / 1e6:>9.2f} "
+                      f"{row['gflops']:>8.1f} {row['peak_fraction']:>7.1%} "
+                      f"{row['time_vs_first_seed_count']:>9.2f}", flush=True)
     out = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
-                            devices=[str(d) for d in jax.devices()],
-                            jax=jax.__version__), rows=rows)
+                            devices=[str(d) for d in jax.devices()], jax=jax.__version__,
+                            matmul_peak_gflops=peak), rows=rows)
     Path(_JSON.value).write_text(json.dumps(out, indent=2))
 
 

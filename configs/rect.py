@@ -29,12 +29,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_best = True  # also keep the checkpoint with the best val loss in <workdir>/best
     c.init_from = ""  # checkpoint to take initial params from ("" = fresh init)
     c.eval_batch_size = 500  # images per compiled batch in evaluation
+    # Training aids, all off by default (the sources use none):
+    c.kl_warmup_epochs = 0  # beta rises linearly from 0 over this many epochs
+    c.free_bits = 0.0  # nats per latent dim: KL below it (batch mean, per dim) is not penalised
+    c.lr_schedule = "constant"  # or "cosine": decay to 0 over the run (after any warm-up)
+    c.lr_warmup_epochs = 0  # learning rate rises linearly from 0 over this many epochs
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "rect"
     c.data.num_train = 1000  # fixed training set, as in the source
     c.data.num_val = 0
     c.data.num_test = 1000  # fresh samples from a disjoint key
+    c.data.stream = False  # True: fresh train images every epoch (no fixed train set)
 
     # Embed(10, 8) -> Conv 4 -> Conv 8 -> [800] -> mu, logvar; Dense 800 -> ConvT 4 -> ConvT 10.
     c.model = ml_collections.ConfigDict()

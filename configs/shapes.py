@@ -27,12 +27,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_best = True  # also keep the checkpoint with the best val loss in <workdir>/best
     c.init_from = ""
     c.eval_batch_size = 750
+    # Training aids, all off by default (the sources use none):
+    c.kl_warmup_epochs = 0  # beta rises linearly from 0 over this many epochs
+    c.free_bits = 0.0  # nats per latent dim: KL below it (batch mean, per dim) is not penalised
+    c.lr_schedule = "constant"  # or "cosine": decay to 0 over the run (after any warm-up)
+    c.lr_warmup_epochs = 0  # learning rate rises linearly from 0 over this many epochs
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"
     c.data.num_train = 10_500
     c.data.num_val = 2_250
     c.data.num_test = 2_250
+    c.data.stream = False  # True: fresh train images every epoch (no fixed train set)
 
     # Conv 32 s2 -> Conv 64 s2 -> Dense 16 -> mu, logvar; Dense 7*7*64 -> ConvT 64 s2
     # -> ConvT 32 s2 -> ConvT 1 (logits).

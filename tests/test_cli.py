@@ -135,6 +135,8 @@ def test_shapes_standard_then_modified_from_it(tmp_path):
      "no such file"),
     ("train.py", ["--config=configs/rect.py", "--config.model.conv_impl=cuda"], "conv_impl"),
     ("train.py", ["--config=configs/rect.py", "--config.keep_best=maybe"], "keep_best"),
+    ("train.py", ["--config=configs/rect.py", "--num_processes=2", "--process_id=0"],
+     "cannot join the multi-process run"),
     ("eval.py", ["--ckpt=/nonexistent/run"], "no such file"),
     ("eval.py", ["--ckpt=configs"], "no checkpoint found"),
     ("eval.py", [], "--ckpt"),

@@ -108,3 +108,47 @@ def test_latent_noise_changes_only_the_reconstruction():
                             noise_std=0.5)
     chex.assert_trees_all_close(plain["kl"], noisy["kl"])
     assert not np.allclose(plain["recon"], noisy["recon"])
+
+
+# A 1-D model whose likelihood is known: z ~ N(0, 1), x | z ~ N(z, S^2), so
+# p(x) = N(x; 0, 1 + S^2) and the posterior is N(x / (1 + S^2), S^2 / (1 + S^2)).
+S, X = 0.5, 2.0
+LOG_PX = float(elbo.log_normal(jnp.array([X]), 0.0, jnp.log(1 + S**2)))
+toy_log_likelihood = lambda z: elbo.log_normal(X - z, 0.0, jnp.log(S**2))
+
+
+def toy_bounds(mu, logvar, num_samples, draws):
+    keys = jax.random.split(jax.random.PRNGKey(0), draws)
+    bound = lambda k: elbo.importance_weighted_bound(
+        toy_log_likelihood, jnp.array([mu]), jnp.array([logvar]), k, num_samples, chunk=64)
+    return np.asarray(jax.jit(jax.vmap(bound))(keys))
+
+
+def test_iwae_with_the_exact_posterior_is_the_exact_likelihood():
+    exact = toy_bounds(X / (1 + S**2), float(np.log(S**2 / (1 + S**2))), 1, 4)
+    np.testing.assert_allclose(exact, LOG_PX, atol=1e-5)
+
+
+def test_iwae_k1_is_the_elbo_in_expectation():
+    m, v = 1.0, 0.5  # a deliberately wrong posterior
+    elbo_exact = (-0.5 * np.log(2 * np.pi * S**2) - ((X - m) ** 2 + v) / (2 * S**2)
+                  - 0.5 * np.log(2 * np.pi) - (m**2 + v) / 2 + 0.5 * np.log(2 * np.pi * np.e * v))
+    draws = toy_bounds(m, float(np.log(v)), 1, 20_000)
+    assert abs(draws.mean() - elbo_exact) < 4 * draws.std() / np.sqrt(draws.size)
+    assert elbo_exact < LOG_PX - 1.0  # so the test can tell the bound from log p(x)
+
+
+def test_iwae_rises_towards_the_likelihood_with_k():
+    means = [toy_bounds(0.0, 0.0, k, 400).mean() for k in (1, 10, 100, 1000)]  # q = prior
+    assert means[0] < means[1] < means[2] < means[3] <= LOG_PX + 0.01
+    assert LOG_PX - means[0] > 1.0 and LOG_PX - means[3] < 0.05
+
+
+def test_free_bits_floor_each_dimension_of_the_batch_mean_kl():
+    kl_dims = jnp.array([[0.1, 2.0, 0.0], [0.3, 1.0, 0.0]])
+    terms = dict(recon=jnp.array([5.0, 7.0]), kl=kl_dims.sum(axis=1), kl_per_dim=kl_dims)
+    assert float(elbo.loss(terms, 1.0)) == pytest.approx(6.0 + 1.7)
+    # dims' batch means 0.2, 1.5, 0: floored at 0.5 -> 0.5 + 1.5 + 0.5
+    assert float(elbo.loss(terms, 2.0, free_bits=0.5)) == pytest.approx(6.0 + 2 * 2.5)
+    grad = jax.grad(lambda k: elbo.loss(dict(terms, kl_per_dim=k), 1.0, 0.5))(kl_dims)
+    np.testing.assert_allclose(grad, [[0, 0.5, 0], [0, 0.5, 0]])  # only the dim above 0.5

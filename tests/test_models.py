@@ -1,8 +1,9 @@
 import chex
 import jax
 import jax.numpy as jnp
+import pytest
 
-from tests.conftest import tiny_rect_config
+from tests.conftest import load_config, tiny_rect_config
 from vaeshapes import models
 
 
@@ -23,3 +24,12 @@ def test_rect_encode_decode_shapes():
     logits = jax.jit(lambda p, z: model.apply(p, z, method="decode"))(params, mu)
     chex.assert_shape(logits, (5, 10, 10, 10))
     chex.assert_tree_all_finite(logits)
+
+
+def test_forward_flops_count_the_architecture():
+    # rect, per 10x10 image: four 3x3 SAME convs (8->4, 4->8, 8->4, 4->10), two 800->8
+    # heads and the 8->800 decoder input, as multiply-adds x 2.
+    convs = 100 * 9 * (8 * 4 + 4 * 8 + 8 * 4 + 4 * 10)
+    assert models.forward_flops(load_config("rect")) == 2 * (convs + 2 * 800 * 8 + 8 * 800)
+    # shapes: the issue's ~40 MFLOP per image for forward + backward.
+    assert 3 * models.forward_flops(load_config("shapes")) == pytest.approx(40e6, rel=0.01)

@@ -2,6 +2,7 @@ import json
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -146,3 +147,50 @@ def test_nonfinite_training_stops_with_a_clear_error(tmp_path):
         training.train(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists() or not any(
         (tmp_path / "checkpoints").iterdir())
+
+
+def test_learning_rate_warmup_and_cosine_schedules():
+    config = tiny_rect_config()  # 4 steps per epoch, 4 epochs
+    assert training.learning_rate(config) == config.learning_rate  # constant by default
+    config.lr_warmup_epochs = 1
+    warm = training.learning_rate(config)
+    np.testing.assert_allclose([warm(0), warm(2), warm(4), warm(15)],
+                               [0, 5e-4, 1e-3, 1e-3], rtol=1e-6)
+    config.lr_schedule = "cosine"
+    cosine = training.learning_rate(config)
+    np.testing.assert_allclose([cosine(0), cosine(4), cosine(10), cosine(16)],
+                               [0, 1e-3, 5e-4, 0], rtol=1e-5, atol=1e-9)
+
+
+def test_kl_warmup_is_linear_in_steps():
+    config = tiny_rect_config()
+    config.beta, config.kl_warmup_epochs = 2.0, 2  # 8 steps
+    weights = [float(training.kl_weight(config, jnp.array(s))) for s in (0, 4, 8, 100)]
+    assert weights == [0.0, 1.0, 2.0, 2.0]
+    config.kl_warmup_epochs = 0
+    assert training.kl_weight(config, jnp.array(0)) == 2.0
+
+
+def test_streaming_draws_fresh_training_images_every_epoch():
+    config = tiny_rect_config()
+    fixed = data.build_split_keys(config.data, rng.purpose_key(0, "data"))["train"]
+    key = jax.random.PRNGKey(3)
+    assert training.epoch_train_split(config, fixed, key) is fixed
+    config.data.stream = True
+    a = training.epoch_train_split(config, fixed, key)
+    b = training.epoch_train_split(config, fixed, jax.random.fold_in(key, 1))
+    chex.assert_equal_shape([a.keys, fixed.keys])
+    assert not np.array_equal(a.keys, fixed.keys) and not np.array_equal(a.keys, b.keys)
+
+
+def test_training_aids_train_and_a_cosine_run_cannot_change_length(tmp_path):
+    config = tiny_rect_config()
+    config.num_epochs, config.checkpoint_every = 2, 1
+    config.data.stream, config.kl_warmup_epochs, config.free_bits = True, 1, 0.1
+    config.lr_schedule, config.lr_warmup_epochs = "cosine", 1
+    states = training.train(config, tmp_path)
+    assert int(states.epoch[0]) == 2
+    longer = config.copy_and_resolve_references()
+    longer.num_epochs = 3
+    with pytest.raises(training.UserError, match="num_epochs"):
+        training.train(longer, tmp_path)

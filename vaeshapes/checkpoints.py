@@ -20,7 +20,8 @@ BEST_DIR = "best"  # the one checkpoint with the lowest validation loss
 BEST_METRIC = "val/loss_per_pixel"
 # Config fields added after checkpoints were first written, with the value that a
 # checkpoint written without them is read with (so old runs still load).
-ADDED_FIELDS = {"keep_best": True}
+ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
+                "lr_schedule": "constant", "lr_warmup_epochs": 0, "data.stream": False}
 
 
 def config_to_json_dict(config) -> dict:
@@ -57,7 +58,13 @@ def restore_config(mngr: ocp.CheckpointManager, epoch: int) -> ml_collections.Co
     except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
         raise UserError(f"cannot read the config of checkpoint "
                         f"{mngr.directory / str(epoch)}: {type(e).__name__}") from e
-    return ml_collections.ConfigDict({**ADDED_FIELDS, **stored.config})
+    config = ml_collections.ConfigDict(stored.config)
+    for field, value in ADDED_FIELDS.items():
+        group, _, name = field.rpartition(".")
+        node = config[group] if group else config
+        if name not in node:
+            node[name] = value
+    return config
 
 
 def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):

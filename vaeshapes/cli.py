@@ -78,7 +78,7 @@ def run_train(config, workdir: str | None, distributed: dict | None = None) -> i
     return 0
 
 
-def run_eval(ckpt: str | None, outdir: str | None) -> int:
+def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = None) -> int:
     from vaeshapes import evaluation
     from vaeshapes.validation import UserError
 
@@ -86,8 +86,14 @@ def run_eval(ckpt: str | None, outdir: str | None) -> int:
     if not ckpt:
         return _fail("--ckpt is required: a run's workdir or a checkpoint step folder",
                      EXIT_USER_ERROR)
+    ks = None
+    if iwae_ks:
+        if not all(k.isdigit() and int(k) > 0 for k in iwae_ks):
+            return _fail(f"--iwae_ks={','.join(iwae_ks)}: must be positive integers, e.g. "
+                         "1,100,1000", EXIT_USER_ERROR)
+        ks = tuple(int(k) for k in iwae_ks)
     try:
-        metrics = evaluation.evaluate(ckpt, outdir)
+        metrics = evaluation.evaluate(ckpt, outdir, ks)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)
     for key, value in metrics.items():

@@ -245,14 +245,17 @@ def split_sizes(data_config) -> dict[str, int]:
     return {name: n for name, n in zip(SPLIT_NAMES, sizes, strict=True) if n > 0}
 
 
+def split_keys(name: str, key: jax.Array, n: int) -> SplitKeys:
+    """Keys of n samples of dataset ``name`` (label-balanced where it is stratified)."""
+    if name in STRATIFIED:
+        return stratified_keys(STRATIFIED[name][1], key, n)
+    return sample_keys(key, n)
+
+
 def build_split_keys(data_config, key: jax.Array) -> dict[str, SplitKeys]:
     """Keys of the train/val/test splits from one data key (see build_splits)."""
-    name = data_config.name
-    if name in STRATIFIED:
-        make = lambda k, n: stratified_keys(STRATIFIED[name][1], k, n)
-    else:
-        make = sample_keys
-    return {split: make(jax.random.fold_in(key, SPLIT_NAMES.index(split)), n)
+    return {split: split_keys(data_config.name, jax.random.fold_in(key, SPLIT_NAMES.index(split)),
+                              n)
             for split, n in split_sizes(data_config).items()}
 
 

@@ -63,7 +63,8 @@ def log_likelihood(likelihood: str, logits: jax.Array, x: jax.Array) -> jax.Arra
 
 def elbo_terms(model, params, x: jax.Array, key: jax.Array, *, likelihood: str,
                noise_std: float = 0.0) -> dict[str, jax.Array]:
-    """Single-sample ELBO terms per image: ``recon`` (-log p(x|z)) and ``kl``, each [B].
+    """Single-sample ELBO terms per image: ``recon`` (-log p(x|z)) and ``kl``, each [B],
+    and ``kl_per_dim`` [B, D].
 
     ``noise_std`` > 0 adds N(0, noise_std^2) to z before decoding (the modified VAE).
     """
@@ -73,11 +74,52 @@ def elbo_terms(model, params, x: jax.Array, key: jax.Array, *, likelihood: str,
     if noise_std:
         z = z + noise_std * jax.random.normal(k_noise, z.shape, z.dtype)
     logits = model.apply(params, z, method="decode")
-    terms = dict(recon=-log_likelihood(likelihood, logits, x), kl=kl_divergence(mu, logvar))
+    kl_dims = kl_per_dim(mu, logvar)
+    terms = dict(recon=-log_likelihood(likelihood, logits, x), kl=kl_dims.sum(axis=-1))
     chex.assert_shape(list(terms.values()), (x.shape[0],))
-    return terms
+    return dict(terms, kl_per_dim=kl_dims)
 
 
-def loss(terms: dict[str, jax.Array], beta: float) -> jax.Array:
-    """Batch mean of recon + beta * kl (the negative ELBO when beta = 1)."""
+def loss(terms: dict[str, jax.Array], beta: float | jax.Array,
+         free_bits: float = 0.0) -> jax.Array:
+    """Batch mean of recon + beta * kl (the negative ELBO when beta = 1).
+
+    ``free_bits`` > 0 (nats per latent dimension; Kingma et al. 2016): each dimension's
+    batch-mean KL counts as at least ``free_bits``, so a dimension below it gets no
+    gradient pushing it further towards the prior.
+    """
+    if free_bits:
+        kl = jnp.maximum(terms["kl_per_dim"].mean(axis=0), free_bits).sum()
+        return terms["recon"].mean() + beta * kl
     return jnp.mean(terms["recon"] + beta * terms["kl"])
+
+
+def log_normal(x: jax.Array, mean: jax.Array | float, logvar: jax.Array | float) -> jax.Array:
+    """log N(x; mean, diag(exp(logvar))), summed over the last axis: [..., D] -> [...]."""
+    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + jnp.square(x - mean) / jnp.exp(logvar),
+                          axis=-1)
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def importance_weighted_bound(log_likelihood_fn, mu: jax.Array, logvar: jax.Array,
+                              key: jax.Array, num_samples: int, chunk: int = 100) -> jax.Array:
+    """The IWAE bound on log p(x) (Burda et al. 2015), for one image: [] from mu, logvar [D].
+
+    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) = N(mu, exp(logvar)), with
+    p(z) = N(0, I). Its expectation is the ELBO at K = 1 and rises to log p(x) as K
+    grows. ``log_likelihood_fn`` maps z [n, D] to log p(x|z) [n]; it is called on chunks
+    of at most ``chunk`` samples (lax.map), so K = 1000 fits in memory.
+    """
+    chex.assert_rank(mu, 1)
+    chex.assert_equal_shape([mu, logvar])
+    size = largest_divisor_at_most(num_samples, chunk)
+    eps = jax.random.normal(key, (num_samples // size, size, mu.shape[0]), mu.dtype)
+
+    def log_weights(e):
+        z = mu + jnp.exp(0.5 * logvar) * e
+        return log_likelihood_fn(z) + log_normal(z, 0.0, 0.0) - log_normal(z, mu, logvar)
+
+    return jax.nn.logsumexp(jax.lax.map(log_weights, eps)) - jnp.log(num_samples)

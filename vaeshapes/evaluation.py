@@ -25,6 +25,11 @@ EDIT_DELTAS = np.linspace(-2.0, 2.0, 9)  # added to the edited dimension
 NUM_EDITED = 32  # test images whose edits enter latent/edit_spearman
 ACTIVE_VAR = 0.01  # a dimension is active when Var(mu_d) over the test set exceeds this
 INTERPOLATION_STEPS = 10
+# Importance samples K of the IWAE bound on test log-likelihood, per dataset (eval.py
+# --iwae_ks overrides): each K costs K decoder passes per test image.
+IWAE_KS = {"rect": (1, 100, 1000), "shapes": (1, 10)}
+IWAE_CHUNK = 100  # importance samples decoded together
+IWAE_DECODES = 2000  # decoder passes per compiled step (images x chunk), bounds memory
 # Metrics indexed by factor ([F] per seed), and metrics indexed by latent dimension, which
 # are reported for seed 0 only (dimension i of one seed has nothing to do with another's).
 FACTOR_KEYS = ("latent/factor_score", "latent/mig_per_factor", "latent/factor_entropy_nats")
@@ -174,6 +179,36 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
     return out
 
 
+def iwae_metrics(params, images: jax.Array, key: jax.Array, *, config, model,
+                 ks: tuple[int, ...]) -> dict:
+    """Test negative log-likelihood bounds -IWAE_K (nats per image, mean over ``images``),
+    one per K in ``ks``, and their gaps to the data's entropy floor where it is known."""
+    likelihood = training.likelihood_name(config)
+
+    def one(x, k):
+        mu, logvar = model.apply(params, x[None], method="encode")
+
+        def log_likelihood(z):
+            logits = model.apply(params, z, method="decode")
+            return elbo.log_likelihood(likelihood, logits,
+                                       jnp.broadcast_to(x, (z.shape[0], *x.shape)))
+
+        return jnp.stack([elbo.importance_weighted_bound(
+            log_likelihood, mu[0], logvar[0], jax.random.fold_in(k, num), num, IWAE_CHUNK)
+            for num in ks])
+
+    keys = jax.random.split(key, images.shape[0])
+    bounds = jax.lax.map(lambda a: one(*a), (images, keys),
+                         batch_size=max(1, IWAE_DECODES // min(max(ks), IWAE_CHUNK)))
+    nll = -bounds.mean(axis=0)
+    out = {f"test/iwae_nats_per_image_k{num}": nll[i] for i, num in enumerate(ks)}
+    floor = data.entropy_floor_nats(config.data)
+    if floor is not None:
+        out.update({f"test/iwae_gap_to_floor_nats_k{num}": nll[i] - floor
+                    for i, num in enumerate(ks)})
+    return out
+
+
 def pixel_probe_metrics(test: data.Split, probe_key: jax.Array, name: str) -> dict:
     """The few-label probes on raw pixels (the baseline); with seed_metrics' probe_key both
     probes see the same labelled examples."""
@@ -314,8 +349,12 @@ def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, 
                         "linear interpolation between the posterior means of two test images")
 
 
-def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
-    """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``."""
+def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
+             iwae_ks: tuple[int, ...] | None = None) -> dict:
+    """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``.
+
+    ``iwae_ks``: importance samples of the likelihood bounds (default IWAE_KS[dataset]).
+    """
     config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
     workdir = ckpt_dir.parent
     default = "eval" if ckpt_dir.name == checkpoints.CHECKPOINT_DIR else f"eval_{ckpt_dir.name}"
@@ -329,6 +368,11 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None) -> dict:
     probe_key = jax.random.fold_in(eval_key, 2)
     per_seed = jax.device_get(per_seed_fn(states.params, splits["test"],
                                           jax.random.fold_in(eval_key, 0), probe_key))
+    iwae_fn = jax.jit(jax.vmap(partial(
+        iwae_metrics, config=config, model=model,
+        ks=tuple(iwae_ks or IWAE_KS[config.data.name])), in_axes=(0, None, None)))
+    per_seed.update(jax.device_get(iwae_fn(states.params, splits["test"].images,
+                                           jax.random.fold_in(eval_key, 3))))
     pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
         splits["test"], probe_key, config.data.name)
     params0 = jax.tree_util.tree_map(lambda p: p[0], states.params)

@@ -135,3 +135,30 @@ def init_params(model: ConvVAE, config, key: jax.Array):
 def count_params(params) -> int:
     """Total number of scalars in a parameter pytree."""
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+def forward_flops(config) -> int:
+    """Multiply-adds x 2 of one image's forward pass (encode, then decode one z), counted
+    from the architecture: convolutions per output pixel (transposed ones per input
+    pixel, so none on the zeros of a dilated input), dense layers, no element-wise ops.
+    Forward + backward is ~3x this (gradients for the inputs and the weights)."""
+    m = config.model
+    h, w = data.IMAGE_SHAPES[config.data.name]
+    channels = m.embed_dim if m.num_classes else 1
+    macs = 0
+    for features, stride in m.encoder_convs:
+        h, w = -(-h // stride), -(-w // stride)
+        macs += h * w * 9 * channels * features
+        channels = features
+    width = h * w * channels
+    for features in m.encoder_dense:
+        macs += width * features
+        width = features
+    macs += 2 * width * config.latent_dim  # mu and logvar heads
+    h, w, channels = m.decoder_input_shape
+    macs += config.latent_dim * h * w * channels
+    out_channels = m.num_classes if m.num_classes else 1
+    for features, stride in (*m.decoder_convs, (out_channels, 1)):
+        macs += h * w * 9 * channels * features
+        h, w, channels = h * stride, w * stride, features
+    return 2 * macs

@@ -126,8 +126,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def steps_per_epoch(config) -> int:
+    return config.data.num_train // config.batch_size
+
+
+def learning_rate(config) -> float | optax.Schedule:
+    """``config.learning_rate``, after a linear warm-up from 0 over ``lr_warmup_epochs``,
+    then constant or (``lr_schedule="cosine"``) decaying to 0 at the end of the run."""
+    warmup = config.lr_warmup_epochs * steps_per_epoch(config)
+    peak = config.learning_rate
+    if config.lr_schedule == "cosine":
+        total = max(config.num_epochs * steps_per_epoch(config), warmup + 1)
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
+    if warmup:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
+            [warmup])
+    return peak
+
+
+def kl_weight(config, step: jax.Array) -> float | jax.Array:
+    """beta at optimiser step ``step``: rising linearly from 0 over ``kl_warmup_epochs``."""
+    warmup = config.kl_warmup_epochs * steps_per_epoch(config)
+    if not warmup:
+        return config.beta
+    return config.beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-    return optax.adam(config.learning_rate)
+    return optax.adam(learning_rate(config))
 
 
 def likelihood_name(config) -> str:
@@ -162,13 +189,14 @@ def split_keys_on(mesh, config) -> dict[str, data.SplitKeys]:
 
 
 def train_step(state: TrainState, batch: jax.Array, *, config, model, optimizer):
-    """One Adam step on the negative ELBO (beta-weighted); returns (state, metrics)."""
+    """One Adam step on the negative ELBO (beta-weighted, with the config's KL warm-up
+    and free bits); returns (state, metrics)."""
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
 
     def loss_fn(params):
         terms = elbo.elbo_terms(model, params, batch, key, likelihood=likelihood_name(config),
                                 noise_std=config.latent_noise_std)
-        return elbo.loss(terms, config.beta), terms
+        return elbo.loss(terms, kl_weight(config, state.step), config.free_bits), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -214,7 +242,7 @@ def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, m
 
     def one(x, k):
         terms = elbo.elbo_terms(model, params, x[None], k, likelihood=likelihood_name(config))
-        return {name: v[0] for name, v in terms.items()}
+        return {name: terms[name][0] for name in ("recon", "kl")}
 
     def chunk_sums(args):
         idx, real = args
@@ -227,10 +255,20 @@ def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, m
     return {name: v.sum() / n for name, v in sums.items()}
 
 
+def epoch_train_split(config, train: data.SplitKeys, epoch_key: jax.Array) -> data.SplitKeys:
+    """The epoch's training images: the fixed split, or with ``data.stream`` as many fresh
+    ones, drawn from the replica's epoch key."""
+    if not config.data.stream:
+        return train
+    return data.split_keys(config.data.name, jax.random.fold_in(epoch_key, 2),
+                           train.keys.shape[0])
+
+
 def run_epoch(state: TrainState, train: data.SplitKeys, val: data.SplitKeys | None,
               *, config, model, optimizer, mesh):
     """One epoch for one replica: shuffled batches in a ``lax.scan``; mean metrics."""
     epoch_key = jax.random.fold_in(state.key, state.epoch)
+    train = epoch_train_split(config, train, epoch_key)
     idx = epoch_batches(jax.random.fold_in(epoch_key, 0), train.keys.shape[0],
                         config.batch_size)
     batches = draw_batches(config.data.name, train, idx, mesh)
@@ -389,8 +427,10 @@ def first_nonfinite_epoch(metrics: dict[str, np.ndarray], params) -> int | None:
 
 def _check_resumable(stored: dict, config, path: Path) -> None:
     current = checkpoints.config_to_json_dict(config)
+    # A cosine schedule spans the run, so its length is part of the schedule.
+    free = set(RESUMABLE_CHANGES) - ({"num_epochs"} if config.lr_schedule == "cosine" else set())
     diffs = sorted(k for k in set(stored) | set(current)
-                   if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
+                   if k not in free and stored.get(k) != current.get(k))
     if diffs:
         raise UserError(f"{path} holds a run with a different config (fields: "
                         f"{', '.join(diffs)}); use another --workdir or the same config")

@@ -36,13 +36,15 @@ def _check_float(config, field: str, low: float, *, strict: bool = False) -> Non
                         f"{'>' if strict else '>='} {low}")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
 # Every field a config may have; anything else is a typo or a stale field.
 KNOWN_FIELDS = {
     "": {"name", "seed", "num_seeds", "num_epochs", "batch_size", "learning_rate",
          "latent_dim", "beta", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
-         "data", "model"},
-    "data": {"name", "num_train", "num_val", "num_test"},
+         "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "data", "model"},
+    "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl"},
 }
@@ -67,6 +69,9 @@ def validate_config(config) -> None:
         _check_int(config, field, 1)
     _check_int(config, "seed", 0, 2**31 - 1)
     _check_int(config, "data.num_val", 0)
+    _check_int(config, "kl_warmup_epochs", 0)
+    _check_int(config, "lr_warmup_epochs", 0)
+    _check_float(config, "free_bits", 0.0)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
     _check_float(config, "latent_noise_std", 0.0)
@@ -87,8 +92,12 @@ def validate_config(config) -> None:
     if impl not in ("patches", "xla"):
         raise UserError(f"config.model.conv_impl = {impl!r}: must be 'patches' or 'xla'")
     _check_decoder_output(config)
-    if not isinstance(_get(config, "keep_best"), bool):
-        raise UserError(f"config.keep_best = {config.keep_best!r}: must be True or False")
+    for field in ("keep_best", "data.stream"):
+        if not isinstance(_get(config, field), bool):
+            raise UserError(f"config.{field} = {_get(config, field)!r}: must be True or False")
+    schedule = _get(config, "lr_schedule")
+    if schedule not in LR_SCHEDULES:
+        raise UserError(f"config.lr_schedule = {schedule!r}: must be one of {LR_SCHEDULES}")
     if not isinstance(_get(config, "init_from"), str):
         raise UserError(f"config.init_from = {config.init_from!r}: must be a path string")
 
