@@ -46,7 +46,7 @@ def test_train_prints_source_format_lines(rect_run):
 def test_eval_of_a_step_folder_writes_metrics_and_figures(rect_run):
     # (a workdir resolving to its latest step is tested with the corrupted checkpoint)
     workdir, _ = rect_run
-    result = run("eval.py", f"--ckpt={workdir / 'checkpoints' / '1'}")
+    result = run("eval.py", f"--ckpt={workdir / 'checkpoints' / '1'}", "--iwae_ks=1,100")
     assert result.returncode == 0, result.stderr
     outdir = workdir / "eval"  # the default
     metrics = json.loads((outdir / "metrics.json").read_text())
@@ -57,6 +57,9 @@ def test_eval_of_a_step_folder_writes_metrics_and_figures(rect_run):
     assert metrics["test/entropy_floor_nats_per_image"] == pytest.approx(9.8233, abs=1e-4)
     assert 0 <= metrics["test/exact_match"] <= 1
     assert metrics["test/neg_elbo_nats_per_image"] > 9.8233  # nothing beats the entropy
+    k1, k100 = (metrics[f"test/iwae_nats_per_image_k{k}"] for k in (1, 100))
+    assert 9.8233 < k100 < k1  # more importance samples, a tighter bound
+    assert metrics["test/iwae_gap_to_floor_nats_k100"] == pytest.approx(k100 - 9.8233, abs=1e-4)
     factors = ["colour", "top", "left", "height", "width"]
     assert list(metrics["latent/factor_dim"]) == factors
     assert all(0 <= d < 8 for d in metrics["latent/factor_dim"].values())
@@ -102,7 +105,7 @@ def test_shapes_standard_then_modified_from_it(tmp_path):
                  f"--config.init_from={std}", *SHAPES_TINY)
     assert result.returncode == 0, result.stderr
     assert "Initialised params from" in result.stdout
-    result = run("eval.py", f"--ckpt={noisy}")
+    result = run("eval.py", f"--ckpt={noisy}", "--iwae_ks=1")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((noisy / "eval" / "metrics.json").read_text())
     for key in SHAPES_EVAL_KEYS:
@@ -140,6 +143,7 @@ def test_shapes_standard_then_modified_from_it(tmp_path):
     ("eval.py", ["--ckpt=/nonexistent/run"], "no such file"),
     ("eval.py", ["--ckpt=configs"], "no checkpoint found"),
     ("eval.py", [], "--ckpt"),
+    ("eval.py", ["--ckpt=configs", "--iwae_ks=1,zero"], "--iwae_ks"),
 ])
 def test_bad_input_gets_one_line_error(script, args, needle, tmp_path):
     result = run(script, *args, f"--workdir={tmp_path}" if script == "train.py" else
