@@ -16,9 +16,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/<conf
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for a multi-process run "
     "(also read from JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..n-1.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process "
+                                      "run (also read from JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..n-1 (also "
+                                   "read from JAX_PROCESS_ID).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-process run, letting JAX detect the cluster "
     "(SLURM, Open MPI, Kubernetes, Cloud TPU) for any of the three flags above not given.")

@@ -28,20 +28,31 @@ def initialize_distributed(coordinator_address: str | None = None,
                            auto: bool = False) -> bool:
     """Joins a multi-process run if one is asked for; returns whether it did.
 
-    Asked for by any argument (None leaves that one to JAX), by ``auto`` (JAX detects
-    SLURM, Open MPI, Kubernetes and Cloud TPU jobs) or by the JAX_COORDINATOR_ADDRESS
-    environment variable. CPU processes talk through gloo. Call before any computation.
+    Asked for by any argument, by ``auto`` (JAX detects SLURM, Open MPI, Kubernetes and
+    Cloud TPU jobs) or by the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID stand in for missing arguments; what is still missing JAX detects.
+    CPU processes talk through gloo. Call before any computation.
     """
-    given = (coordinator_address, num_processes, process_id)
-    if not (auto or any(v is not None for v in given)
-            or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    given = (coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS"),
+             num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES"),
+             process_id if process_id is not None else _env_int("JAX_PROCESS_ID"))
+    if not (auto or any(v is not None for v in given)):
         return False
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(*given)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise UserError(f"cannot join the multi-process run: {str(e).splitlines()[0]}") from e
     return True
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise UserError(f"{name}={value!r}: must be a non-negative integer")
+    return int(value)
 
 
 def is_main_process() -> bool:
