@@ -46,7 +46,7 @@ def main(argv):
     del argv
     config = load_config(_CONFIG.value)
     trainer = training.build_trainer(config)
-    states = trainer.fresh_states(config)
+    states = trainer.fresh_states()
     num_epochs = training.chunk_epochs(config)
     times = {True: [], False: []}
     with training.StopSignals() as stop:

@@ -68,7 +68,7 @@ def measure(name: str, impl: str, num_seeds: int, peak: float) -> dict:
         config.data.num_train = config.batch_size * min(_MAX_BATCHES.value, full_batches)
     batches = config.data.num_train // config.batch_size
     trainer = training.build_trainer(config)
-    states = trainer.fresh_states(config)
+    states = trainer.fresh_states()
     epochs = _EPOCHS.value
 
     t0 = time.perf_counter()

@@ -109,7 +109,7 @@ def test_resume_with_a_different_model_is_refused(trained):
 def test_a_few_steps_lower_the_loss():
     config = tiny_rect_config()
     trainer = training.build_trainer(config)
-    _, metrics = trainer.run(trainer.fresh_states(config), 6)
+    _, metrics = trainer.run(trainer.fresh_states(), 6)
     loss = np.asarray(metrics["train/loss"])[:, 0]
     chex.assert_shape(loss, (6,))
     assert loss[-1] < 0.9 * loss[0]  # 24 Adam steps: ~254 -> ~221 nats per image

@@ -309,14 +309,15 @@ def make_train_chunk(config, model, optimizer, mesh):
 class Trainer(NamedTuple):
     """What a run compiles and feeds, built once from the config (``build_trainer``)."""
 
+    config: Any
     model: models.ConvVAE
     optimizer: optax.GradientTransformation
     mesh: jax.sharding.Mesh
     splits: dict[str, data.SplitKeys]  # on every device
     chunk: Any  # make_train_chunk's jitted function
 
-    def fresh_states(self, config) -> TrainState:
-        return init_states_on(self.mesh, config, self.model, self.optimizer)
+    def fresh_states(self) -> TrainState:
+        return init_states_on(self.mesh, self.config, self.model, self.optimizer)
 
     def run(self, states: TrainState, num_epochs: int):
         """``num_epochs`` epochs from ``states`` (donated): (states, metrics)."""
@@ -328,7 +329,7 @@ def build_trainer(config) -> Trainer:
     mesh = parallel.make_mesh(config.num_seeds)
     parallel.check_batch_divides(config.batch_size, mesh.shape)
     model, optimizer = models.build_model(config), make_optimizer(config)
-    return Trainer(model, optimizer, mesh, split_keys_on(mesh, config),
+    return Trainer(config, model, optimizer, mesh, split_keys_on(mesh, config),
                    make_train_chunk(config, model, optimizer, mesh))
 
 
@@ -483,7 +484,7 @@ def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
 def start_states(config, trainer: Trainer, mngr) -> tuple[TrainState, int]:
     """(states, epochs done): the latest checkpoint in ``mngr`` if there is one, else a
     fresh (or init_from) start; sharded over the trainer's mesh."""
-    states = trainer.fresh_states(config)
+    states = trainer.fresh_states()
     latest = mngr.latest_step()
     if latest is not None:
         _check_resumable(checkpoints.config_to_json_dict(
