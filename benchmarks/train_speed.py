@@ -72,8 +72,8 @@ def measure(name: str, impl: str, num_seeds: int, peak: float) -> dict:
     epochs = _EPOCHS.value
 
     t0 = time.perf_counter()
-    trainer.chunk.lower(states, trainer.splits["train"], trainer.splits.get("val"),
-                        epochs).compile()
+    trainer.chunk.lower(states, trainer.betas, trainer.splits["train"],
+                        trainer.splits.get("val"), epochs).compile()
     compile_s = time.perf_counter() - t0
     states, metrics = trainer.run(states, epochs)  # warm-up, not timed
     jax.block_until_ready(metrics)

@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.learning_rate = 1e-3  # Adam
     c.latent_dim = 8
     c.beta = 1.0
+    c.sweep_betas = ()  # non-empty: train num_seeds replicas at each of these betas at once
     c.latent_noise_std = 0.0  # N(0, s^2) added to z before decoding, training only
     c.info_noise_std = 0.5  # sigma_n of the information estimate when latent_noise_std is 0
     c.log_every = 1

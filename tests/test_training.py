@@ -125,7 +125,8 @@ def test_train_step_jit_matches_eager():
     batch = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images[:16]
 
     def step(s, b):
-        return training.train_step(s, b, config=config, model=model, optimizer=optimizer)
+        return training.train_step(s, b, jnp.float32(config.beta), config=config, model=model,
+                                   optimizer=optimizer)
 
     eager, m_eager = step(state, batch)
     jitted, m_jit = jax.jit(step)(state, batch)
@@ -165,10 +166,11 @@ def test_learning_rate_warmup_and_cosine_schedules():
 def test_kl_warmup_is_linear_in_steps():
     config = tiny_rect_config()
     config.beta, config.kl_warmup_epochs = 2.0, 2  # 8 steps
-    weights = [float(training.kl_weight(config, jnp.array(s))) for s in (0, 4, 8, 100)]
+    weights = [float(training.kl_weight(config, jnp.array(s), config.beta))
+               for s in (0, 4, 8, 100)]
     assert weights == [0.0, 1.0, 2.0, 2.0]
     config.kl_warmup_epochs = 0
-    assert training.kl_weight(config, jnp.array(0)) == 2.0
+    assert training.kl_weight(config, jnp.array(0), config.beta) == 2.0
 
 
 def test_streaming_draws_fresh_training_images_every_epoch():
@@ -194,3 +196,4 @@ def test_training_aids_train_and_a_cosine_run_cannot_change_length(tmp_path):
     longer.num_epochs = 3
     with pytest.raises(training.UserError, match="num_epochs"):
         training.train(longer, tmp_path)
+

@@ -2,11 +2,18 @@
 
 import pytest
 
-from tests.conftest import load_config, tiny_rect_config
+from tests.conftest import ROOT, load_config, tiny_rect_config
 from vaeshapes.validation import UserError, validate_config
 
+SHIPPED = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
 
-@pytest.mark.parametrize("name", ["rect", "shapes", "shapes_noisy"])
+
+def test_every_config_is_shipped_and_tested():
+    assert {"rect", "rect_stream", "rect_best", "rect_sweep", "shapes", "shapes_noisy",
+            "shapes_sweep"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_are_valid(name):
     validate_config(load_config(name))
 

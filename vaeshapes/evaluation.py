@@ -349,10 +349,64 @@ def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, 
                         "linear interpolation between the posterior means of two test images")
 
 
+def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: dict,
+           outdir: Path, workdir: Path, key: jax.Array) -> dict:
+    """Summarised metrics (``header`` first) and figures of one run's replicas (``params``
+    and ``per_seed`` metrics with a leading seed axis); writes ``outdir/metrics.json``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    params0 = jax.tree_util.tree_map(lambda p: p[0], params)
+    metrics = dict(header, num_seeds=config.num_seeds, num_params=models.count_params(params0))
+    metrics["info/noise_std"] = info_noise_std(config)
+    floor = data.entropy_floor_nats(config.data)
+    if floor is not None:
+        metrics["test/entropy_floor_nats_per_image"] = floor
+    metrics.update(summarise(per_seed))
+    name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
+    metrics.update({k: float(v) for k, v in pixel_probes.items()})
+    seed0 = {k: v[0] for k, v in per_seed.items()}
+    draw_figures(config, params0, splits, outdir, workdir, key, seed0)
+    plotting.bits_per_dim(
+        {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
+         "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0],
+         "KL (upper bound)": per_seed["info/kl_per_dim_bits"][0]},
+        outdir / "bits_per_dim.png",
+        f"information per latent dimension (seed 0, sigma_n = {info_noise_std(config)})")
+    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def take(tree, index):
+    """Every leaf of ``tree`` indexed on its leading (replica) axis."""
+    return jax.tree_util.tree_map(lambda v: v[index], tree)
+
+
+def beta_config(config, beta: float):
+    """The config of one beta of a sweep: a plain run with that beta."""
+    sub = config.copy_and_resolve_references()
+    sub.beta, sub.sweep_betas = float(beta), ()
+    return sub
+
+
+def rate_distortion(per_beta: dict[str, dict], noisy: bool) -> dict:
+    """Per beta (in sweep order): distortion (test recon, nats per image), rate (KL, bits)
+    and, with training noise on z, the Gaussian-channel estimates (bits: the source's,
+    from Var(z), and the one from Var(mu)); means and stds over seeds."""
+    keys = {"distortion_nats": "test/recon_nats_per_image", "rate_kl_bits": "info/kl_bits"}
+    if noisy:
+        keys.update(rate_channel_bits="info/total_bits", rate_channel_bits_mu="info/total_bits_mu")
+    out = {"beta": [float(b) for b in per_beta]}
+    for name, key in keys.items():
+        out[name] = [m[key] for m in per_beta.values()]
+        out[f"{name}/std"] = [m[f"{key}/std"] for m in per_beta.values()]
+    return out
+
+
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
              iwae_ks: tuple[int, ...] | None = None) -> dict:
     """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``.
 
+    A beta sweep gets one sub-folder per beta (``beta_<b>/``, a plain run's metrics and
+    figures for its seeds) and, at the top, the rate-distortion summary and plot.
     ``iwae_ks``: importance samples of the likelihood bounds (default IWAE_KS[dataset]).
     """
     config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
@@ -366,33 +420,30 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model),
                                    in_axes=(0, None, None, None)))
     probe_key = jax.random.fold_in(eval_key, 2)
-    per_seed = jax.device_get(per_seed_fn(states.params, splits["test"],
-                                          jax.random.fold_in(eval_key, 0), probe_key))
+    per_replica = jax.device_get(per_seed_fn(states.params, splits["test"],
+                                             jax.random.fold_in(eval_key, 0), probe_key))
     iwae_fn = jax.jit(jax.vmap(partial(
         iwae_metrics, config=config, model=model,
         ks=tuple(iwae_ks or IWAE_KS[config.data.name])), in_axes=(0, None, None)))
-    per_seed.update(jax.device_get(iwae_fn(states.params, splits["test"].images,
-                                           jax.random.fold_in(eval_key, 3))))
+    per_replica.update(jax.device_get(iwae_fn(states.params, splits["test"].images,
+                                              jax.random.fold_in(eval_key, 3))))
     pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
         splits["test"], probe_key, config.data.name)
-    params0 = jax.tree_util.tree_map(lambda p: p[0], states.params)
-    metrics = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch,
-               "num_seeds": config.num_seeds, "num_params": models.count_params(params0),
-               "info/noise_std": info_noise_std(config)}
-    floor = data.entropy_floor_nats(config.data)
-    if floor is not None:
-        metrics["test/entropy_floor_nats_per_image"] = floor
-    metrics.update(summarise(per_seed))
-    name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
-    metrics.update({k: float(v) for k, v in pixel_probes.items()})
-    seed0 = {k: v[0] for k, v in per_seed.items()}
-    draw_figures(config, params0, splits, outdir, workdir, jax.random.fold_in(eval_key, 1),
-                 seed0)
-    plotting.bits_per_dim(
-        {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
-         "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0],
-         "KL (upper bound)": per_seed["info/kl_per_dim_bits"][0]},
-        outdir / "bits_per_dim.png",
-        f"information per latent dimension (seed 0, sigma_n = {info_noise_std(config)})")
+    header = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch}
+    run = partial(report, splits=splits, pixel_probes=pixel_probes, header=header,
+                  workdir=workdir, key=jax.random.fold_in(eval_key, 1))
+    if not config.sweep_betas:
+        return run(config, states.params, per_replica, outdir=outdir)
+    per_beta = {}
+    for b, beta in enumerate(config.sweep_betas):
+        seeds = slice(b * config.num_seeds, (b + 1) * config.num_seeds)
+        per_beta[f"{beta:g}"] = run(beta_config(config, beta), take(states.params, seeds),
+                                    take(per_replica, seeds), outdir=outdir / f"beta_{beta:g}")
+    summary = rate_distortion(per_beta, noisy=bool(config.latent_noise_std))
+    plotting.rate_distortion(summary, outdir / "rate_distortion.png",
+                             data.entropy_floor_nats(config.data),
+                             f"{config.name}: beta sweep, {config.num_seeds} seed(s) per beta")
+    metrics = dict(header, sweep_betas=[float(b) for b in config.sweep_betas],
+                   num_seeds=config.num_seeds, rate_distortion=summary, per_beta=per_beta)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -160,3 +160,30 @@ def factor_scatter(factors: np.ndarray, latents: np.ndarray, dims: Sequence[int]
                  fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def rate_distortion(summary: dict, path: Path, floor_nats: float | None, title: str) -> None:
+    """Rate (bits) against distortion (nats per image), one point per beta with error bars
+    over seeds: the KL, the Gaussian-channel estimates when present, and the line
+    rate + distortion = H(X) below which no model can lie when the entropy is known."""
+    d, d_std = np.asarray(summary["distortion_nats"]), np.asarray(summary["distortion_nats/std"])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    series = {"KL (rate)": "rate_kl_bits",
+              "Gaussian channel, source estimate Var(z)": "rate_channel_bits",
+              "Gaussian channel, Var(mu) / (E[sigma^2] + sigma_n^2)": "rate_channel_bits_mu"}
+    for label, key in series.items():
+        if key in summary:
+            ax.errorbar(d, summary[key], xerr=d_std, yerr=summary[f"{key}/std"], marker="o",
+                        capsize=3, label=label)
+    for beta, x, y in zip(summary["beta"], d, summary["rate_kl_bits"], strict=True):
+        ax.annotate(f"beta={beta:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    if floor_nats is not None:
+        xs = np.linspace(0.0, max(floor_nats, float(d.max())), 50)
+        ax.plot(xs, np.maximum(floor_nats - xs, 0.0) / np.log(2.0), "k--", lw=1,
+                label="rate + distortion = H(X)")
+    ax.set_xlabel("distortion: test -log p(x|z), nats per image")
+    ax.set_ylabel("rate: bits per image")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    _save(fig, path)

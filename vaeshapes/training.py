@@ -1,7 +1,8 @@
 """Train state, the compiled epoch, and the training loop with logging and checkpoints.
 
 Design: everything below ``train`` is written for one replica and vmapped over a
-leading seed axis, so ``num_seeds`` replicas train in one compiled program. A chunk
+leading replica axis, so ``num_seeds`` replicas (times ``len(sweep_betas)`` in a beta
+sweep, each with its own beta) train in one compiled program. A chunk
 of epochs is one jitted ``lax.scan`` over epochs, each epoch a ``lax.scan`` over
 shuffled batches; the host only sees chunk boundaries (logging, checkpoints).
 Every random draw is ``fold_in(replica key, epoch)`` (then step), so a resumed run
@@ -145,12 +146,25 @@ def learning_rate(config) -> float | optax.Schedule:
     return peak
 
 
-def kl_weight(config, step: jax.Array) -> float | jax.Array:
-    """beta at optimiser step ``step``: rising linearly from 0 over ``kl_warmup_epochs``."""
+def kl_weight(config, step: jax.Array, beta: float | jax.Array) -> float | jax.Array:
+    """The replica's ``beta`` at optimiser step ``step``: rising linearly from 0 over
+    ``kl_warmup_epochs``."""
     warmup = config.kl_warmup_epochs * steps_per_epoch(config)
     if not warmup:
-        return config.beta
-    return config.beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+        return beta
+    return beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+
+
+def num_replicas(config) -> int:
+    """Replicas on the leading axis: ``num_seeds`` per beta of a sweep (or per run)."""
+    return config.num_seeds * max(1, len(config.sweep_betas))
+
+
+def replica_betas(config) -> np.ndarray:
+    """float32 [replicas]: each replica's beta. In a sweep, replica ``b * num_seeds + s``
+    is seed ``s`` at ``sweep_betas[b]``; without one, every replica has ``config.beta``."""
+    betas = config.sweep_betas or (config.beta,)
+    return np.repeat(np.asarray(betas, np.float32), config.num_seeds)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -170,9 +184,12 @@ def init_state(config, model, optimizer, init_key: jax.Array,
 
 
 def init_states(config, model, optimizer) -> TrainState:
-    """Fresh states for ``config.num_seeds`` replicas, stacked on a leading axis."""
-    init_keys = rng.replica_keys(config.seed, "init", config.num_seeds)
-    train_keys = rng.replica_keys(config.seed, "train", config.num_seeds)
+    """Fresh states for every replica, stacked on a leading axis. Seed ``s`` has the same
+    keys at every beta of a sweep (common random numbers: betas differ only in beta)."""
+    repeats = num_replicas(config) // config.num_seeds
+    init_keys, train_keys = (
+        jnp.tile(rng.replica_keys(config.seed, purpose, config.num_seeds), (repeats, 1))
+        for purpose in ("init", "train"))
     return jax.vmap(partial(init_state, config, model, optimizer))(init_keys, train_keys)
 
 
@@ -188,15 +205,16 @@ def split_keys_on(mesh, config) -> dict[str, data.SplitKeys]:
     return parallel.put(keys, parallel.replicated(mesh))
 
 
-def train_step(state: TrainState, batch: jax.Array, *, config, model, optimizer):
-    """One Adam step on the negative ELBO (beta-weighted, with the config's KL warm-up
+def train_step(state: TrainState, batch: jax.Array, beta: jax.Array, *, config, model,
+               optimizer):
+    """One Adam step on the negative ELBO (``beta``-weighted, with the config's KL warm-up
     and free bits); returns (state, metrics)."""
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
 
     def loss_fn(params):
         terms = elbo.elbo_terms(model, params, batch, key, likelihood=likelihood_name(config),
                                 noise_std=config.latent_noise_std)
-        return elbo.loss(terms, kl_weight(config, state.step), config.free_bits), terms
+        return elbo.loss(terms, kl_weight(config, state.step, beta), config.free_bits), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -264,45 +282,47 @@ def epoch_train_split(config, train: data.SplitKeys, epoch_key: jax.Array) -> da
                            train.keys.shape[0])
 
 
-def run_epoch(state: TrainState, train: data.SplitKeys, val: data.SplitKeys | None,
-              *, config, model, optimizer, mesh):
-    """One epoch for one replica: shuffled batches in a ``lax.scan``; mean metrics."""
+def run_epoch(state: TrainState, beta: jax.Array, train: data.SplitKeys,
+              val: data.SplitKeys | None, *, config, model, optimizer, mesh):
+    """One epoch for one replica with its ``beta``: shuffled batches in a ``lax.scan``;
+    mean metrics."""
     epoch_key = jax.random.fold_in(state.key, state.epoch)
     train = epoch_train_split(config, train, epoch_key)
     idx = epoch_batches(jax.random.fold_in(epoch_key, 0), train.keys.shape[0],
                         config.batch_size)
     batches = draw_batches(config.data.name, train, idx, mesh)
-    step = partial(train_step, config=config, model=model, optimizer=optimizer)
+    step = partial(train_step, beta=beta, config=config, model=model, optimizer=optimizer)
     state, metrics = jax.lax.scan(step, state, batches)
     metrics = {f"train/{k}": v.mean() for k, v in metrics.items()}
     if val is not None:
         val = validation_terms(state.params, val, jax.random.fold_in(epoch_key, 1),
                                config=config, model=model, mesh=mesh)
         metrics.update({f"val/{k}": v for k, v in val.items()})
-        metrics["val/loss"] = val["recon"] + config.beta * val["kl"]
+        metrics["val/loss"] = val["recon"] + beta * val["kl"]
     return state.replace(epoch=state.epoch + 1), metrics
 
 
 def make_train_chunk(config, model, optimizer, mesh):
-    """Jitted ``(states, train, val, num_epochs) -> (states, metrics)`` on ``mesh``.
+    """Jitted ``(states, betas, train, val, num_epochs) -> (states, metrics)`` on ``mesh``.
 
-    ``train``/``val`` are ``data.SplitKeys`` (val may be None). ``states`` carry a leading
-    seed axis (sharded over the mesh's seeds axis); metrics come back as arrays
-    [epochs, seeds], copied to every device so every process can read them. The input
-    states are donated.
+    ``train``/``val`` are ``data.SplitKeys`` (val may be None). ``states`` and ``betas``
+    [replicas] carry a leading replica axis (sharded over the mesh's seeds axis); metrics
+    come back as arrays [epochs, replicas], copied to every device so every process can
+    read them. The input states are donated.
     """
     epoch = partial(run_epoch, config=config, model=model, optimizer=optimizer, mesh=mesh)
-    epoch_all_seeds = jax.vmap(epoch, in_axes=(0, None, None),
+    epoch_all_seeds = jax.vmap(epoch, in_axes=(0, 0, None, None),
                                spmd_axis_name=parallel.SEEDS)
 
-    def chunk(states, train, val, num_epochs):
+    def chunk(states, betas, train, val, num_epochs):
         chex.assert_rank(states.epoch, 1)
-        return jax.lax.scan(lambda s, _: epoch_all_seeds(s, train, val),
+        chex.assert_shape(betas, states.epoch.shape)
+        return jax.lax.scan(lambda s, _: epoch_all_seeds(s, betas, train, val),
                             states, None, length=num_epochs)
 
     replicas, everywhere = parallel.replica_sharding(mesh), parallel.replicated(mesh)
-    return jax.jit(chunk, static_argnums=3, donate_argnums=0,
-                   in_shardings=(replicas, everywhere, everywhere),
+    return jax.jit(chunk, static_argnums=4, donate_argnums=0,
+                   in_shardings=(replicas, replicas, everywhere, everywhere),
                    out_shardings=(replicas, everywhere))
 
 
@@ -314,6 +334,7 @@ class Trainer(NamedTuple):
     optimizer: optax.GradientTransformation
     mesh: jax.sharding.Mesh
     splits: dict[str, data.SplitKeys]  # on every device
+    betas: jax.Array  # [replicas] (replica_betas), sharded like the states
     chunk: Any  # make_train_chunk's jitted function
 
     def fresh_states(self) -> TrainState:
@@ -321,15 +342,17 @@ class Trainer(NamedTuple):
 
     def run(self, states: TrainState, num_epochs: int):
         """``num_epochs`` epochs from ``states`` (donated): (states, metrics)."""
-        return self.chunk(states, self.splits["train"], self.splits.get("val"), num_epochs)
+        return self.chunk(states, self.betas, self.splits["train"], self.splits.get("val"),
+                          num_epochs)
 
 
 def build_trainer(config) -> Trainer:
     """Model, optimiser, mesh over all devices, split keys and the compiled chunk."""
-    mesh = parallel.make_mesh(config.num_seeds)
+    mesh = parallel.make_mesh(num_replicas(config))
     parallel.check_batch_divides(config.batch_size, mesh.shape)
     model, optimizer = models.build_model(config), make_optimizer(config)
-    return Trainer(config, model, optimizer, mesh, split_keys_on(mesh, config),
+    betas = parallel.put(replica_betas(config), parallel.replica_sharding(mesh))
+    return Trainer(config, model, optimizer, mesh, split_keys_on(mesh, config), betas,
                    make_train_chunk(config, model, optimizer, mesh))
 
 
@@ -459,8 +482,8 @@ def load_checkpoint(path: str | Path, sharding=None):
 
 def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
     """``states`` with params from ``config.init_from`` (a workdir or step dir) for every
-    replica, one to one when it has as many seeds, else its seed 0 copied to all; fresh
-    optimiser state."""
+    replica, one to one when it has as many replicas, else its replica 0 copied to all;
+    fresh optimiser state."""
     source_config, source, _, _ = load_checkpoint(config.init_from,
                                                   parallel.replicated(mesh))
     try:
@@ -472,9 +495,10 @@ def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
                         "config's model") from e
 
     def with_params(states, params):
-        if source_config.num_seeds != config.num_seeds:
+        if num_replicas(source_config) != num_replicas(config):
             params = jax.tree_util.tree_map(
-                lambda p: jnp.broadcast_to(p[0], (config.num_seeds,) + p.shape[1:]), params)
+                lambda p: jnp.broadcast_to(p[0], (num_replicas(config),) + p.shape[1:]),
+                params)
         return states.replace(params=params, opt_state=jax.vmap(optimizer.init)(params))
 
     return jax.jit(with_params, out_shardings=parallel.replica_sharding(mesh))(

@@ -41,7 +41,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Every field a config may have; anything else is a typo or a stale field.
 KNOWN_FIELDS = {
     "": {"name", "seed", "num_seeds", "num_epochs", "batch_size", "learning_rate",
-         "latent_dim", "beta", "latent_noise_std", "info_noise_std", "log_every",
+         "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
@@ -74,6 +74,7 @@ def validate_config(config) -> None:
     _check_float(config, "free_bits", 0.0)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
+    _check_sweep_betas(config)
     _check_float(config, "latent_noise_std", 0.0)
     _check_float(config, "info_noise_std", 0.0, strict=True)
     name = _get(config, "data.name")
@@ -100,6 +101,16 @@ def validate_config(config) -> None:
         raise UserError(f"config.lr_schedule = {schedule!r}: must be one of {LR_SCHEDULES}")
     if not isinstance(_get(config, "init_from"), str):
         raise UserError(f"config.init_from = {config.init_from!r}: must be a path string")
+
+
+def _check_sweep_betas(config) -> None:
+    betas = _get(config, "sweep_betas")
+    ok = isinstance(betas, (tuple, list)) and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b >= 0
+        for b in betas)
+    if not ok or len(set(betas)) != len(betas):
+        raise UserError(f"config.sweep_betas = {betas!r}: must be a tuple of distinct finite "
+                        "numbers >= 0 (empty: no sweep, every replica uses config.beta)")
 
 
 def _check_decoder_output(config) -> None:

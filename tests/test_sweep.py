@@ -1,0 +1,75 @@
+"""Beta sweeps: betas on the replica axis, trained at once, evaluated per beta."""
+
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_rect_config
+from vaeshapes import evaluation, plotting, training
+from vaeshapes.validation import UserError, validate_config
+
+
+def test_beta_sweep_replica_equals_a_plain_run_at_its_beta():
+    config = tiny_rect_config()
+    config.sweep_betas = (0.5, 4.0)
+    assert training.num_replicas(config) == 2
+    np.testing.assert_array_equal(training.replica_betas(config), [0.5, 4.0])
+    trainer = training.build_trainer(config)
+    states, metrics = trainer.run(trainer.fresh_states(), 2)
+    kl = np.asarray(metrics["train/kl"])[-1]
+    assert kl[1] < kl[0]  # the larger beta pays more for its rate
+    for b, beta in enumerate(config.sweep_betas):
+        plain = tiny_rect_config()
+        plain.beta = beta
+        single = training.build_trainer(plain)
+        plain_states, _ = single.run(single.fresh_states(), 2)
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x, b=b: x[b], states.params),
+                                    jax.tree_util.tree_map(lambda x: x[0], plain_states.params),
+                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("betas", [(1.0, 1.0), (-1.0,), ("a",)])
+def test_bad_sweep_betas_are_refused(betas):
+    config = tiny_rect_config()
+    config.sweep_betas = betas
+    with pytest.raises(UserError, match="config.sweep_betas"):
+        validate_config(config)
+
+
+def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_path):
+    config = tiny_rect_config()
+    config.num_seeds, config.sweep_betas = 2, (0.1, 10.0)
+    training.train(config, tmp_path)
+    metrics = evaluation.evaluate(tmp_path, iwae_ks=(1,))
+    assert metrics["sweep_betas"] == [0.1, 10.0] and metrics["num_seeds"] == 2
+    stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert stored["per_beta"].keys() == {"0.1", "10"}
+    curve = stored["rate_distortion"]
+    for b, beta in enumerate(("0.1", "10")):
+        run = json.loads((tmp_path / "eval" / f"beta_{beta}" / "metrics.json").read_text())
+        assert len(run["per_seed"]["test/recon_nats_per_image"]) == 2
+        assert curve["distortion_nats"][b] == run["test/recon_nats_per_image"]
+        assert curve["rate_kl_bits"][b] == run["info/kl_bits"]
+        assert (tmp_path / "eval" / f"beta_{beta}" / "latent_traversal.png").stat().st_size
+    assert "rate_channel_bits" not in curve  # no training noise on z
+    assert curve["rate_kl_bits"][1] < curve["rate_kl_bits"][0]
+    assert (tmp_path / "eval" / "rate_distortion.png").stat().st_size > 0
+
+
+def test_rate_distortion_of_a_noisy_sweep_carries_the_channel_estimates(tmp_path):
+    keys = ("test/recon_nats_per_image", "info/kl_bits", "info/total_bits",
+            "info/total_bits_mu")
+    per_beta = {beta: {k: v for i, key in enumerate(keys)
+                       for k, v in ((key, 10.0 * b + i), (f"{key}/std", 0.1 * i))}
+                for b, beta in enumerate(("1", "10"))}
+    curve = evaluation.rate_distortion(per_beta, noisy=True)
+    assert curve["beta"] == [1.0, 10.0]
+    assert curve["distortion_nats"] == [0.0, 10.0]
+    assert curve["rate_channel_bits"] == [2.0, 12.0]
+    assert curve["rate_channel_bits_mu/std"] == pytest.approx([0.3, 0.3])
+    assert "rate_channel_bits" not in evaluation.rate_distortion(per_beta, noisy=False)
+    plotting.rate_distortion(curve, tmp_path / "rd.png", None, "noisy")
+    assert (tmp_path / "rd.png").stat().st_size > 1000
