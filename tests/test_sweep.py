@@ -43,6 +43,12 @@ def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_pa
     config = tiny_rect_config()
     config.num_seeds, config.sweep_betas = 2, (0.1, 10.0)
     training.train(config, tmp_path)
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    for beta in ("0.1", "10"):
+        assert {f"beta_{beta}/train/kl_nats_per_image",
+                f"beta_{beta}/train/loss_per_pixel/std"} <= set(record)
+    assert record["train/kl_nats_per_image"] == pytest.approx(np.mean(
+        [record[f"beta_{beta}/train/kl_nats_per_image"] for beta in ("0.1", "10")]))
     metrics = evaluation.evaluate(tmp_path, iwae_ks=(1,))
     assert metrics["sweep_betas"] == [0.1, 10.0] and metrics["num_seeds"] == 2
     stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())

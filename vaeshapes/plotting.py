@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,26 +67,30 @@ def image_grid(rows: np.ndarray, path: Path, title: str = "",
 
 
 def training_curves(metrics_path: Path, path: Path) -> None:
-    """Per-pixel train (and val) loss, recon and KL against epoch, from metrics.jsonl."""
+    """Per-pixel train (and val) loss, recon and KL against epoch, from metrics.jsonl;
+    in a beta sweep, one line per beta and split (``beta_<b>/`` records)."""
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()
                if line.strip()]
     if not records:
         return
     epochs = [r["epoch"] for r in records]
+    groups = sorted({k.split("/")[0] for k in records[0] if k.startswith("beta_")},
+                    key=lambda g: float(g[len("beta_"):])) or [""]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for ax, term in zip(axes, ("loss", "recon", "kl"), strict=True):
-        for split in ("train", "val"):
-            key = f"{split}/{term}_per_pixel"
+        for group, split in itertools.product(groups, ("train", "val")):
+            prefix = f"{group}/" if group else ""
+            key = f"{prefix}{split}/{term}_per_pixel"
             if key in records[0]:
                 mean = np.array([r[key] for r in records])
-                ax.plot(epochs, mean, label=split)
+                ax.plot(epochs, mean, label=f"{group.replace('_', ' = ')} {split}".strip())
                 if f"{key}/std" in records[0]:
                     std = np.array([r[f"{key}/std"] for r in records])
                     ax.fill_between(epochs, mean - std, mean + std, alpha=0.3)
         ax.set_title(f"{term} (nats per pixel)")
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -383,6 +383,18 @@ def epoch_record(epoch: int, metrics: dict[str, np.ndarray], num_pixels: int) ->
     return record
 
 
+def sweep_record(epoch: int, metrics: dict[str, np.ndarray], num_pixels: int, config) -> dict:
+    """``epoch_record`` over all replicas and, in a beta sweep, over each beta's seeds
+    under ``beta_<b>/<key>``."""
+    record = epoch_record(epoch, metrics, num_pixels)
+    for b, beta in enumerate(config.sweep_betas):
+        seeds = slice(b * config.num_seeds, (b + 1) * config.num_seeds)
+        group = epoch_record(epoch, {k: np.asarray(v)[seeds] for k, v in metrics.items()},
+                             num_pixels)
+        record.update({f"beta_{beta:g}/{k}": v for k, v in group.items() if k != "epoch"})
+    return record
+
+
 def console_line(record: dict) -> str:
     """The source's format: ``Epoch 100: Loss = 0.8559 (Recon: 0.7493, KL: 0.1065)``."""
     line = (f"Epoch {record['epoch']}: Loss = {record['train/loss_per_pixel']:.4f} "
@@ -571,8 +583,8 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
                 f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}")
         for i in range(n):
             if main and should_log(epoch + i, config):
-                record = epoch_record(epoch + i, {k: v[i] for k, v in metrics.items()},
-                                      num_pixels)
+                record = sweep_record(epoch + i, {k: v[i] for k, v in metrics.items()},
+                                      num_pixels, config)
                 print(console_line(record), flush=True)
                 log.write(record)
         epoch += n
