@@ -59,6 +59,7 @@ def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_pa
         assert len(run["per_seed"]["test/recon_nats_per_image"]) == 2
         assert curve["distortion_nats"][b] == run["test/recon_nats_per_image"]
         assert curve["rate_kl_bits"][b] == run["info/kl_bits"]
+        assert curve["per_seed"]["rate_kl_bits"][b] == run["per_seed"]["info/kl_bits"]
         assert (tmp_path / "eval" / f"beta_{beta}" / "latent_traversal.png").stat().st_size
     assert "rate_channel_bits" not in curve  # no training noise on z
     assert curve["rate_kl_bits"][1] < curve["rate_kl_bits"][0]
@@ -71,11 +72,15 @@ def test_rate_distortion_of_a_noisy_sweep_carries_the_channel_estimates(tmp_path
     per_beta = {beta: {k: v for i, key in enumerate(keys)
                        for k, v in ((key, 10.0 * b + i), (f"{key}/std", 0.1 * i))}
                 for b, beta in enumerate(("1", "10"))}
+    for b, metrics in enumerate(per_beta.values()):
+        metrics["per_seed"] = {key: [10.0 * b + i - 1, 10.0 * b + i + 1]
+                               for i, key in enumerate(keys)}
     curve = evaluation.rate_distortion(per_beta, noisy=True)
     assert curve["beta"] == [1.0, 10.0]
     assert curve["distortion_nats"] == [0.0, 10.0]
     assert curve["rate_channel_bits"] == [2.0, 12.0]
     assert curve["rate_channel_bits_mu/std"] == pytest.approx([0.3, 0.3])
+    assert curve["per_seed"]["rate_channel_bits"] == [[1.0, 3.0], [11.0, 13.0]]
     assert "rate_channel_bits" not in evaluation.rate_distortion(per_beta, noisy=False)
     plotting.rate_distortion(curve, tmp_path / "rd.png", None, "noisy")
     assert (tmp_path / "rd.png").stat().st_size > 1000

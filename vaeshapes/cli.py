@@ -99,4 +99,8 @@ def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = N
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and not key.endswith("/std"):
             print(f"{key}: {value:.6g}")
+    for beta, run in metrics.get("per_beta", {}).items():
+        print(f"beta {beta}: distortion {run['test/recon_nats_per_image']:.4g} nats, rate "
+              f"{run['info/kl_bits']:.4g} bits, neg ELBO "
+              f"{run['test/neg_elbo_nats_per_image']:.4g} nats (means over seeds)")
     return 0

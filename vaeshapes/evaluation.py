@@ -390,14 +390,16 @@ def beta_config(config, beta: float):
 def rate_distortion(per_beta: dict[str, dict], noisy: bool) -> dict:
     """Per beta (in sweep order): distortion (test recon, nats per image), rate (KL, bits)
     and, with training noise on z, the Gaussian-channel estimates (bits: the source's,
-    from Var(z), and the one from Var(mu)); means and stds over seeds."""
+    from Var(z), and the one from Var(mu)); means and stds over seeds, and every seed's
+    values under ``per_seed`` ([beta][seed])."""
     keys = {"distortion_nats": "test/recon_nats_per_image", "rate_kl_bits": "info/kl_bits"}
     if noisy:
         keys.update(rate_channel_bits="info/total_bits", rate_channel_bits_mu="info/total_bits_mu")
-    out = {"beta": [float(b) for b in per_beta]}
+    out = {"beta": [float(b) for b in per_beta], "per_seed": {}}
     for name, key in keys.items():
         out[name] = [m[key] for m in per_beta.values()]
         out[f"{name}/std"] = [m[f"{key}/std"] for m in per_beta.values()]
+        out["per_seed"][name] = [m["per_seed"][key] for m in per_beta.values()]
     return out
 
 

@@ -169,8 +169,9 @@ def factor_scatter(factors: np.ndarray, latents: np.ndarray, dims: Sequence[int]
 
 def rate_distortion(summary: dict, path: Path, floor_nats: float | None, title: str) -> None:
     """Rate (bits) against distortion (nats per image), one point per beta with error bars
-    over seeds: the KL, the Gaussian-channel estimates when present, and the line
-    rate + distortion = H(X) below which no model can lie when the entropy is known."""
+    over seeds and each seed's point: the KL, the Gaussian-channel estimates when present,
+    and the line rate + distortion = H(X) below which no model can lie when the entropy is
+    known."""
     d, d_std = np.asarray(summary["distortion_nats"]), np.asarray(summary["distortion_nats/std"])
     fig, ax = plt.subplots(figsize=(5.5, 4))
     series = {"KL (rate)": "rate_kl_bits",
@@ -178,8 +179,10 @@ def rate_distortion(summary: dict, path: Path, floor_nats: float | None, title: 
               "Gaussian channel, Var(mu) / (E[sigma^2] + sigma_n^2)": "rate_channel_bits_mu"}
     for label, key in series.items():
         if key in summary:
-            ax.errorbar(d, summary[key], xerr=d_std, yerr=summary[f"{key}/std"], marker="o",
-                        capsize=3, label=label)
+            line = ax.errorbar(d, summary[key], xerr=d_std, yerr=summary[f"{key}/std"],
+                               marker="o", capsize=3, label=f"{label}: mean ± std")
+            ax.scatter(summary["per_seed"]["distortion_nats"], summary["per_seed"][key], s=10,
+                       alpha=0.4, color=line[0].get_color(), label="  each seed")
     for beta, x, y in zip(summary["beta"], d, summary["rate_kl_bits"], strict=True):
         ax.annotate(f"beta={beta:g}", (x, y), textcoords="offset points", xytext=(4, 4),
                     fontsize=7)
