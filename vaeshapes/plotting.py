@@ -177,12 +177,12 @@ def rate_distortion(summary: dict, path: Path, floor_nats: float | None, title: 
     series = {"KL (rate)": "rate_kl_bits",
               "Gaussian channel, source estimate Var(z)": "rate_channel_bits",
               "Gaussian channel, Var(mu) / (E[sigma^2] + sigma_n^2)": "rate_channel_bits_mu"}
-    for label, key in series.items():
-        if key in summary:
-            line = ax.errorbar(d, summary[key], xerr=d_std, yerr=summary[f"{key}/std"],
-                               marker="o", capsize=3, label=f"{label}: mean ± std")
-            ax.scatter(summary["per_seed"]["distortion_nats"], summary["per_seed"][key], s=10,
-                       alpha=0.4, color=line[0].get_color(), label="  each seed")
+    for i, (label, key) in enumerate((k, v) for k, v in series.items() if v in summary):
+        line = ax.errorbar(d, summary[key], xerr=d_std, yerr=summary[f"{key}/std"],
+                           marker="o", capsize=3, label=f"{label}: mean ± std")
+        ax.scatter(summary["per_seed"]["distortion_nats"], summary["per_seed"][key], s=10,
+                   alpha=0.4, color=line[0].get_color(),
+                   label="each seed (faint)" if i == 0 else "_nolegend_")
     for beta, x, y in zip(summary["beta"], d, summary["rate_kl_bits"], strict=True):
         ax.annotate(f"beta={beta:g}", (x, y), textcoords="offset points", xytext=(4, 4),
                     fontsize=7)
@@ -193,5 +193,5 @@ def rate_distortion(summary: dict, path: Path, floor_nats: float | None, title: 
     ax.set_xlabel("distortion: test -log p(x|z), nats per image")
     ax.set_ylabel("rate: bits per image")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)
