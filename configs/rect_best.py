@@ -22,8 +22,8 @@ def get_config():
     c.checkpoint_every = 100
     # The source's encoder; decoder Dense 800 + ReLU -> ConvT 8 -> ConvT 10. The extra
     # ReLU lets the decoder intersect the rectangle's four edges (half-planes) before the
-    # output layer picks background or colour. (Twice the channels everywhere trained no
-    # better per image seen and 2.5x slower.)
+    # output layer picks background or colour. (Twice the channels trained no better
+    # per image seen, and ~3x slower.)
     m = c.model
     m.decoder_dense_relu = True
     m.decoder_convs = ((8, 1),)
