@@ -354,7 +354,7 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     """Summarised metrics (``header`` first) and figures of one run's replicas (``params``
     and ``per_seed`` metrics with a leading seed axis); writes ``outdir/metrics.json``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    params0 = jax.tree_util.tree_map(lambda p: p[0], params)
+    params0 = take(params, 0)
     metrics = dict(header, num_seeds=config.num_seeds, num_params=models.count_params(params0))
     metrics["info/noise_std"] = info_noise_std(config)
     floor = data.entropy_floor_nats(config.data)
@@ -363,7 +363,7 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     metrics.update(summarise(per_seed))
     name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
     metrics.update({k: float(v) for k, v in pixel_probes.items()})
-    seed0 = {k: v[0] for k, v in per_seed.items()}
+    seed0 = take(per_seed, 0)
     draw_figures(config, params0, splits, outdir, workdir, key, seed0)
     plotting.bits_per_dim(
         {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
