@@ -24,13 +24,17 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-process run, letting JAX detect the cluster "
     "(SLURM, Open MPI, Kubernetes, Cloud TPU) for any of the three flags above not given.")
 
+_SPLIT_CPU = flags.DEFINE_bool(
+    "split_cpu", True, "On a CPU, train replicas that divide over the cores one core each "
+    "(one single-threaded device per core); --nosplit_cpu keeps one device on every core.")
+
 
 def main(argv):
     del argv
     distributed = dict(coordinator_address=_COORDINATOR.value,
                        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                        auto=_DISTRIBUTED.value)
-    return cli.run_train(_CONFIG.value, _WORKDIR.value, distributed)
+    return cli.run_train(_CONFIG.value, _WORKDIR.value, distributed, _SPLIT_CPU.value)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,24 @@ import pytest
 from tests.conftest import load_config
 from vaeshapes import layers, models
 
-CASES = [(10, 8, 4, 1), (10, 4, 10, 1), (28, 1, 32, 2), (14, 32, 64, 2), (7, 64, 64, 2),
-         (9, 3, 5, 2), (28, 32, 1, 1)]
+# (size, ci, co, stride, fold_width): every layer of both models, odd sizes, and rows.
+CASES = [(10, 8, 4, 1, False), (10, 4, 10, 1, False), (28, 1, 32, 2, False),
+         (14, 32, 64, 2, False), (7, 64, 64, 2, False), (9, 3, 5, 2, False),
+         (28, 32, 1, 1, False),
+         (10, 8, 4, 1, True), (10, 4, 10, 1, True), (9, 3, 5, 2, True), (7, 5, 3, 1, True)]
 
 
-@pytest.mark.parametrize("size,ci,co,stride", CASES)
+@pytest.mark.parametrize("size,ci,co,stride,fold_width", CASES)
 @pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
-def test_patch_layers_match_flax_outputs_and_gradients(size, ci, co, stride, kind):
+def test_patch_layers_match_flax_outputs_and_gradients(size, ci, co, stride, kind,
+                                                       fold_width):
     ref, fast = {
         "conv": (nn.Conv(co, (3, 3), strides=(stride, stride), padding="SAME"),
-                 layers.PatchConv(co, strides=(stride, stride))),
+                 layers.PatchConv(co, strides=(stride, stride), fold_width=fold_width)),
         "conv_transpose": (nn.ConvTranspose(co, (3, 3), strides=(stride, stride),
                                             padding="SAME"),
-                           layers.PatchConvTranspose(co, strides=(stride, stride))),
+                           layers.PatchConvTranspose(co, strides=(stride, stride),
+                                                     fold_width=fold_width)),
     }[kind]
     x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, ci))
     params = ref.init(jax.random.PRNGKey(1), x)
@@ -38,8 +43,10 @@ def test_patch_layers_match_flax_outputs_and_gradients(size, ci, co, stride, kin
 
 
 @pytest.mark.parametrize("name", ["rect", "shapes"])
-def test_models_agree_across_conv_impls(name):
+@pytest.mark.parametrize("impl", ["patches", "rows"])
+def test_models_agree_across_conv_impls(name, impl):
     config = load_config(name)
+    config.model.conv_impl = impl
     fast = models.build_model(config)
     config.model.conv_impl = "xla"
     ref = models.build_model(config)

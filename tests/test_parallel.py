@@ -41,8 +41,11 @@ def train_command(workdir, **changes) -> list[str]:
             f"--workdir={workdir}", *flags]
 
 
-def start(command, devices: int) -> subprocess.Popen:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def start(command, devices: int | None) -> subprocess.Popen:
+    """``devices`` simulated CPU devices; None: train.py's own choice (split_cpu_cores)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -62,21 +65,25 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Final params of: 1 device in this process (2 seeds), 4 devices in one process
-    (2 seeds: a 2 x 2 seeds-by-data mesh), and 2 processes with 1 device each (1 seed:
-    the batch split across processes), all started together."""
+    (2 seeds: a 2 x 2 seeds-by-data mesh), train.py's own CPU layout (2 seeds: one core
+    each where there are 2 cores), and 2 processes with 1 device each (1 seed: the batch
+    split across processes), all started together."""
     tmp = tmp_path_factory.mktemp("parallel")
     four = start(train_command(tmp / "four"), devices=4)
+    split = start(train_command(tmp / "split"), devices=None)
     address = f"localhost:{free_port()}"
     procs = [start(train_command(tmp / "two_procs", num_seeds=1) + [
         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
         devices=1) for i in range(2)]
     config = config_for()
     single = training.train(config, tmp / "single")
-    outputs = {"four": finish(four), "proc0": finish(procs[0]), "proc1": finish(procs[1])}
+    outputs = {"four": finish(four), "split": finish(split), "proc0": finish(procs[0]),
+               "proc1": finish(procs[1])}
     load = lambda name: training.load_checkpoint(tmp / name)[1].params
     init = training.init_states(config, models.build_model(config),
                                 training.make_optimizer(config)).params
-    return dict(single=single.params, four=load("four"), two_procs=load("two_procs"),
+    return dict(single=single.params, four=load("four"), split=load("split"),
+                two_procs=load("two_procs"),
                 init=init, outputs=outputs, tmp=tmp)
 
 
@@ -87,6 +94,13 @@ def test_four_devices_match_one_device(runs):
         jax.tree_util.tree_leaves(runs["single"]), jax.tree_util.tree_leaves(runs["init"]),
         strict=True))
     assert moved > 1000 * PARAM_ATOL  # training moved params far beyond the tolerance
+
+
+def test_replicas_split_over_cores_match_one_device(runs):
+    cores = min(2, len(os.sched_getaffinity(0)))  # gcd(2 seeds, cores)
+    assert f"2 replica(s) on {cores} cpu device(s): {cores} for seeds" in runs["outputs"]["split"]
+    chex.assert_trees_all_close(runs["split"], jax.device_get(runs["single"]),
+                                atol=PARAM_ATOL, rtol=0)
 
 
 def test_two_processes_match_one_process(runs):

@@ -55,17 +55,22 @@ def quiet_logs() -> None:
     logging.set_verbosity(logging.ERROR)
 
 
-def run_train(config, workdir: str | None, distributed: dict | None = None) -> int:
-    """Trains; ``distributed`` holds ``parallel.initialize_distributed``'s arguments."""
+def run_train(config, workdir: str | None, distributed: dict | None = None,
+              split_cpu: bool = True) -> int:
+    """Trains; ``distributed`` holds ``parallel.initialize_distributed``'s arguments;
+    ``split_cpu``: ``parallel.split_cpu_cores`` (single-process runs only)."""
     from vaeshapes import parallel, training
-    from vaeshapes.validation import UserError
+    from vaeshapes.validation import UserError, validate_config
 
     quiet_logs()
     if config is None:
         return _fail("--config is required, e.g. --config=configs/rect.py", EXIT_USER_ERROR)
     workdir = Path(workdir) if workdir else Path("runs") / str(config.get("name", "run"))
     try:
-        parallel.initialize_distributed(**(distributed or {}))
+        validate_config(config)
+        joined = parallel.initialize_distributed(**(distributed or {}))
+        if split_cpu and not joined:
+            parallel.split_cpu_cores(training.num_replicas(config))
         training.train(config, workdir)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)

@@ -1,10 +1,14 @@
-"""Convolutions as matmuls over patches: same function and parameters as flax's layers.
+"""Convolutions as matmuls: same function and parameters as flax's layers.
 
 XLA's CPU backend runs small, strided and transposed convolutions (and their
 gradients) far below its matmul speed. These layers compute exactly what
 ``nn.Conv`` / ``nn.ConvTranspose`` with SAME padding compute, as shifted slices
-concatenated along channels and one matmul per output phase. Parameters have the
-same names, shapes and initialisers, so checkpoints are interchangeable.
+concatenated along channels and one matmul per output phase. With ``fold_width``,
+stride-1 convolutions (and each phase of a transposed one) fold the image width into
+the channels instead: one matmul over whole rows with a banded weight matrix, ~W/3
+times the arithmetic but a handful of large ops, which is faster for small images.
+Parameters have the same names, shapes and initialisers, so checkpoints are
+interchangeable.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -68,16 +73,46 @@ def shifted_matmul_sum(x: jax.Array, kernel: jax.Array,
     return sum(_shifted(per_tap[..., k, :], dy, dx) for k, (_, _, dy, dx) in enumerate(taps))
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int) -> jax.Array:
-    """SAME conv, NHWC: x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H/s, W/s, Co]."""
+def band(size: int, offsets: list[int]) -> np.ndarray:
+    """0/1 [len(offsets), size, size]: entry [k, a, b] is 1 where a = b + offsets[k]."""
+    a, b = np.arange(size)[:, None], np.arange(size)[None, :]
+    return np.stack([(a == b + d) for d in offsets]).astype(np.float32)
+
+
+def tap_conv(x: jax.Array, kernel: jax.Array, row_taps: list[tuple[int, int]],
+             col_taps: list[tuple[int, int]], fold_width: bool = False) -> jax.Array:
+    """sum over row taps (ti, dy) and column taps (tj, dx) of x[:, i + dy, j + dx] @
+    kernel[ti, tj]: x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H, W, Co].
+
+    ``fold_width``: the column taps become a banded [W*Ci, W*Co] matrix per kernel row,
+    so the image is a column of rows with W*Ci channels (same sums, fewer and larger ops).
+    """
+    chex.assert_rank([x, kernel], 4)
+    if not fold_width:
+        taps = [(ti, tj, dy, dx) for ti, dy in row_taps for tj, dx in col_taps]
+        return shifted_matmul_sum(x, kernel, taps)
+    b, h, w, ci = x.shape
+    kh, co = kernel.shape[0], kernel.shape[3]
+    columns = kernel[:, [tj for tj, _ in col_taps]]  # [kh, taps, Ci, Co]
+    banded = jnp.einsum("kab,ykio->yaibo", band(w, [dx for _, dx in col_taps]), columns)
+    rows = shifted_matmul_sum(x.reshape(b, h, 1, w * ci),
+                              banded.reshape(kh, 1, w * ci, w * co),
+                              [(ti, 0, dy, 0) for ti, dy in row_taps])
+    return rows.reshape(b, h, w, co)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
+           fold_width: bool = False) -> jax.Array:
+    """SAME conv, NHWC: x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H/s, W/s, Co].
+    ``fold_width`` applies to stride 1 (see ``tap_conv``); strided convs use patches."""
     chex.assert_rank([x, kernel], 4)
     kh, kw, ci, co = kernel.shape
     chex.assert_axis_dimension(x, 3, ci)
     h, w = x.shape[1:3]
     (ht, hb), (wl, wr) = same_pads(h, kh, stride), same_pads(w, kw, stride)
     if stride == 1:
-        taps = [(i, j, i - ht, j - wl) for i in range(kh) for j in range(kw)]
-        return shifted_matmul_sum(x, kernel, taps) + bias
+        return tap_conv(x, kernel, [(i, i - ht) for i in range(kh)],
+                        [(j, j - wl) for j in range(kw)], fold_width) + bias
     xp = jnp.pad(x, ((0, 0), (ht, hb), (wl, wr), (0, 0)))
     ho, wo = -(-h // stride), -(-w // stride)
     patches = [xp[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
@@ -91,13 +126,14 @@ def _phase_taps(kernel: int, stride: int, pad_low: int, phase: int) -> list[tupl
             if (phase + t - pad_low) % stride == 0]
 
 
-def conv_transpose2d(x: jax.Array, kernel: jax.Array, bias: jax.Array,
-                     stride: int) -> jax.Array:
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
+                     fold_width: bool = False) -> jax.Array:
     """SAME transposed conv as flax's ``nn.ConvTranspose`` (no kernel flip), NHWC:
     x [B, H, W, Ci], kernel [kh, kw, Ci, Co] -> [B, H*s, W*s, Co].
 
     Each of the stride^2 output phases is a small conv over x with the kernel taps that
-    land on it, so no work is spent on the zeros that input dilation would insert.
+    land on it, so no work is spent on the zeros that input dilation would insert
+    (``fold_width``: see ``tap_conv``).
     """
     chex.assert_rank([x, kernel], 4)
     kh, kw, ci, co = kernel.shape
@@ -107,9 +143,8 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, bias: jax.Array,
     for a in range(stride):
         cols = []
         for c in range(stride):
-            taps = [(ti, tj, dy, dx) for ti, dy in _phase_taps(kh, stride, ph, a)
-                    for tj, dx in _phase_taps(kw, stride, pw, c)]
-            cols.append(shifted_matmul_sum(x, kernel, taps))
+            cols.append(tap_conv(x, kernel, _phase_taps(kh, stride, ph, a),
+                                 _phase_taps(kw, stride, pw, c), fold_width))
         rows.append(jnp.stack(cols, axis=3))  # [B, H, W, s(cols), Co]
     out = jnp.stack(rows, axis=2)  # [B, H, s(rows), W, s(cols), Co]
     return out.reshape(b, h * stride, w * stride, co) + bias
@@ -121,6 +156,7 @@ class _PatchLayer(nn.Module):
     features: int
     kernel_size: tuple[int, int] = (3, 3)
     strides: tuple[int, int] = (1, 1)
+    fold_width: bool = False  # see tap_conv
     op = None  # conv2d or conv_transpose2d (a class attribute, not a field)
 
     @nn.compact
@@ -128,7 +164,7 @@ class _PatchLayer(nn.Module):
         kernel = self.param("kernel", lecun_normal,
                             (*self.kernel_size, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return type(self).op(x, kernel, bias, self.strides[0])
+        return type(self).op(x, kernel, bias, self.strides[0], self.fold_width)
 
 
 class PatchConv(_PatchLayer):

@@ -19,6 +19,8 @@ from vaeshapes import data, layers
 
 CONV_IMPLS = {
     "patches": (layers.PatchConv, layers.PatchConvTranspose),
+    "rows": (partial(layers.PatchConv, fold_width=True),
+             partial(layers.PatchConvTranspose, fold_width=True)),
     "xla": (partial(nn.Conv, padding="SAME", kernel_init=layers.lecun_normal),
             partial(nn.ConvTranspose, padding="SAME", kernel_init=layers.lecun_normal)),
 }
@@ -38,7 +40,8 @@ class ConvVAE(nn.Module):
       decoder_dense_relu: whether a ReLU follows that dense layer.
       decoder_convs: (features, stride) of each 3x3 SAME transposed conv, ReLU after
         each; a final stride-1 transposed conv maps to the output logits.
-      conv_impl: "patches" (matmuls over patches, fast on CPU) or "xla" (flax's
+      conv_impl: "patches" (matmuls over patches, fast on CPU), "rows" (matmuls over
+        whole rows with banded weights, faster for small images) or "xla" (flax's
         nn.Conv / nn.ConvTranspose). Same function, same parameters.
     """
 

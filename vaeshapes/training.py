@@ -550,6 +550,10 @@ def train(config, workdir: str | Path) -> TrainState:
     """
     validate_config(config)
     trainer = build_trainer(config)
+    mesh = trainer.mesh
+    say(f"{num_replicas(config)} replica(s) on {mesh.devices.size} "
+        f"{jax.devices()[0].platform} device(s): {mesh.shape[parallel.SEEDS]} for seeds "
+        f"x {mesh.shape[parallel.DATA]} for data")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if parallel.is_main_process() else contextlib.nullcontext()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from vaeshapes import data
+from vaeshapes import data, models
 
 
 class UserError(Exception):
@@ -90,8 +90,9 @@ def validate_config(config) -> None:
     if want_classes:
         _check_int(config, "model.embed_dim", 1)
     impl = _get(config, "model.conv_impl")
-    if impl not in ("patches", "xla"):
-        raise UserError(f"config.model.conv_impl = {impl!r}: must be 'patches' or 'xla'")
+    if impl not in models.CONV_IMPLS:
+        raise UserError(f"config.model.conv_impl = {impl!r}: must be one of "
+                        f"{', '.join(models.CONV_IMPLS)}")
     _check_decoder_output(config)
     for field in ("keep_best", "data.stream"):
         if not isinstance(_get(config, field), bool):
