@@ -97,7 +97,7 @@ def test_four_devices_match_one_device(runs):
 
 
 def test_replicas_split_over_cores_match_one_device(runs):
-    cores = min(2, len(os.sched_getaffinity(0)))  # gcd(2 seeds, cores)
+    cores = min(2, parallel.cpu_cores())  # gcd(2 seeds, cores)
     assert f"2 replica(s) on {cores} cpu device(s): {cores} for seeds" in runs["outputs"]["split"]
     chex.assert_trees_all_close(runs["split"], jax.device_get(runs["single"]),
                                 atol=PARAM_ATOL, rtol=0)

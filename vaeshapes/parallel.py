@@ -46,6 +46,13 @@ def initialize_distributed(coordinator_address: str | None = None,
     return True
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def split_cpu_cores(num_replicas: int) -> int:
     """Call before JAX starts its backends. When the replicas divide over several cores,
     makes one single-threaded CPU device per core, so replicas train side by side, one
@@ -59,7 +66,7 @@ def split_cpu_cores(num_replicas: int) -> int:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or "JAX_NUM_CPU_DEVICES" in os.environ:
         return 1
-    devices = math.gcd(num_replicas, len(os.sched_getaffinity(0)))
+    devices = math.gcd(num_replicas, cpu_cores())
     if devices == 1:
         return 1
     try:
