@@ -41,6 +41,8 @@ _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.
 _IMPLS = flags.DEFINE_list("impls", [], "conv_impl values to compare (empty: the config's).")
 _LAYOUTS = flags.DEFINE_list("cpu_layouts", ["split"],
                              "split: as train.py (parallel.split_cpu_cores); one: one device.")
+flags.register_validator("cpu_layouts", lambda v: set(v) <= {"split", "one"},
+                         "--cpu_layouts takes split and/or one")
 _ROW = flags.DEFINE_string("row", "", "Internal: measure one row (config,impl,layout,seeds).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8"], "num_seeds values to compare.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row (median reported).")
@@ -68,12 +70,18 @@ def matmul_gflops(n: int, repeats: int) -> float:
     return 2 * n**3 / median_seconds(lambda: matmul(a), repeats) / 1e9
 
 
-def measure(name: str, impl: str, num_seeds: int) -> dict:
-    """One row, in this process (its CPU layout already set)."""
+def row_config(name: str, impl: str, num_seeds: int):
+    """The config ``name`` with ``num_seeds``, ``impl`` ("" keeps its own) and no val."""
     config = load_config(name)
     config.model.conv_impl = impl or config.model.conv_impl
     config.num_seeds = num_seeds
     config.data.num_val = 0
+    return config
+
+
+def measure(config) -> dict:
+    """One row, in this process (its CPU layout already set)."""
+    num_seeds = config.num_seeds
     full_batches = config.data.num_train // config.batch_size
     if _MAX_BATCHES.value:
         config.data.num_train = config.batch_size * min(_MAX_BATCHES.value, full_batches)
@@ -98,7 +106,7 @@ def measure(name: str, impl: str, num_seeds: int) -> dict:
     epoch_s = per_call / epochs * full_batches / batches
     samples = num_seeds * full_batches * config.batch_size
     flops_per_sample = 3 * models.forward_flops(config)
-    return dict(config=name, conv_impl=config.model.conv_impl, num_seeds=num_seeds,
+    return dict(conv_impl=config.model.conv_impl, num_seeds=num_seeds,
                 cpu_devices=jax.device_count(), compile_s=compile_s, epoch_s=epoch_s,
                 run_s=epoch_s * config.num_epochs, num_epochs=config.num_epochs,
                 samples_per_s=samples / epoch_s, flops_per_sample=flops_per_sample,
@@ -109,11 +117,10 @@ def measure(name: str, impl: str, num_seeds: int) -> dict:
 def measure_row(row: str) -> None:
     """Child process: sets the CPU layout, measures, prints the row as JSON."""
     name, impl, layout, seeds = row.split(",")
+    config = row_config(name, impl, int(seeds))
     if layout == "split":
-        config = load_config(name)
-        config.num_seeds = int(seeds)
         parallel.split_cpu_cores(training.num_replicas(config))
-    print(json.dumps(measure(name, impl, int(seeds))))
+    print(json.dumps(dict(measure(config), config=name)))
 
 
 def run_row(name: str, impl: str, layout: str, seeds: int) -> dict:
