@@ -20,11 +20,16 @@ def get_config():
     c.lr_warmup_epochs = 5
     c.log_every = 20
     c.checkpoint_every = 100
-    # The source's encoder; decoder Dense 800 + ReLU -> ConvT 8 -> ConvT 10. The extra
-    # ReLU lets the decoder intersect the rectangle's four edges (half-planes) before the
-    # output layer picks background or colour. (Twice the channels trained no better
-    # per image seen, and ~3x slower.)
+    # The source's convolutions with MLPs around the latent: encoder Conv 4 -> Conv 8 ->
+    # Dense 256 -> Dense 256 -> heads; decoder Dense 256 -> Dense 800 + ReLU -> ConvT 8
+    # -> ConvT 10. The MLPs let the encoder place the discrete factors where they fill
+    # the Gaussian prior and the decoder undo it (-1.7 nats at 800k images seen); the
+    # extra ReLU lets the decoder intersect the rectangle's four edges (half-planes)
+    # before the output layer picks background or colour. (Twice the channels trained
+    # no better per image seen, and ~3x slower.)
     m = c.model
+    m.encoder_dense = (256, 256)
+    m.decoder_dense = (256,)
     m.decoder_dense_relu = True
     m.decoder_convs = ((8, 1),)
     return c

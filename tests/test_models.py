@@ -33,3 +33,20 @@ def test_forward_flops_count_the_architecture():
     assert models.forward_flops(load_config("rect")) == 2 * (convs + 2 * 800 * 8 + 8 * 800)
     # shapes: the issue's ~40 MFLOP per image for forward + backward.
     assert 3 * models.forward_flops(load_config("shapes")) == pytest.approx(40e6, rel=0.01)
+
+
+def test_dense_layers_add_their_params_and_flops():
+    config = tiny_rect_config()
+    model = models.build_model(config)
+    base = models.count_params(models.init_params(model, config, jax.random.PRNGKey(0)))
+    base_flops = models.forward_flops(config)
+    config.model.encoder_dense = (16,)  # 800 -> 16, then the heads read 16 instead of 800
+    config.model.decoder_dense = (12,)  # 8 -> 12, then 12 -> 800 instead of 8 -> 800
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    assert models.count_params(params) - base == (
+        800 * 16 + 16 + 2 * (16 - 800) * 8 + 8 * 12 + 12 + (12 - 8) * 800)
+    assert models.forward_flops(config) - base_flops == 2 * (
+        800 * 16 + 2 * (16 - 800) * 8 + 8 * 12 + (12 - 8) * 800)
+    logits = model.apply(params, jnp.zeros((3, 8)), method="decode")
+    chex.assert_shape(logits, (3, 10, 10, 10))

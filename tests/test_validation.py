@@ -33,3 +33,13 @@ def test_keep_best_must_be_a_bool():
     config.keep_best = 1  # as a config file could set it
     with pytest.raises(UserError, match="keep_best"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("field", ["encoder_dense", "decoder_dense"])
+@pytest.mark.parametrize("widths", [(0,), (16, -1), (1.5,), "wide", (True,)])
+def test_dense_widths_must_be_positive_ints(field, widths):
+    config = tiny_rect_config()
+    del config.model[field]  # ConfigDict keeps a field's type; a config file need not
+    config.model[field] = widths
+    with pytest.raises(UserError, match=f"config.model.{field}"):
+        validate_config(config)

@@ -22,7 +22,7 @@ BEST_METRIC = "val/loss_per_pixel"
 # checkpoint written without them is read with (so old runs still load).
 ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "lr_schedule": "constant", "lr_warmup_epochs": 0, "data.stream": False,
-                "sweep_betas": ()}
+                "sweep_betas": (), "model.decoder_dense": ()}
 
 
 def config_to_json_dict(config) -> dict:

@@ -36,6 +36,8 @@ class ConvVAE(nn.Module):
       embed_dim: embedding size for categorical pixels (unused when binary).
       encoder_convs: (features, stride) of each 3x3 SAME conv, ReLU after each.
       encoder_dense: widths of ReLU dense layers between flatten and the heads.
+      decoder_dense: widths of ReLU dense layers between z and the dense layer that
+        fills ``decoder_input_shape``.
       decoder_input_shape: (h, w, c) that the decoder's first dense layer fills.
       decoder_dense_relu: whether a ReLU follows that dense layer.
       decoder_convs: (features, stride) of each 3x3 SAME transposed conv, ReLU after
@@ -54,6 +56,7 @@ class ConvVAE(nn.Module):
     decoder_dense_relu: bool
     decoder_convs: Sequence[tuple[int, int]]
     conv_impl: str = "patches"
+    decoder_dense: Sequence[int] = ()
 
     @property
     def out_channels(self) -> int:
@@ -68,6 +71,7 @@ class ConvVAE(nn.Module):
         self.fc_mu = nn.Dense(self.latent_dim)
         self.fc_logvar = nn.Dense(self.latent_dim)
         h, w, c = self.decoder_input_shape
+        self.dec_dense = [nn.Dense(f) for f in self.decoder_dense]
         self.fc_decode = nn.Dense(h * w * c)
         self.dec_convs = [conv_t(f, (3, 3), strides=(s, s)) for f, s in self.decoder_convs]
         self.dec_out = conv_t(self.out_channels, (3, 3))
@@ -92,7 +96,10 @@ class ConvVAE(nn.Module):
     def decode(self, z: jax.Array) -> jax.Array:
         """Latents [B, D] -> logits [B, H, W, num_classes] (or [B, H, W, 1] if binary)."""
         chex.assert_shape(z, (None, self.latent_dim))
-        h = self.fc_decode(z)
+        h = z
+        for dense in self.dec_dense:
+            h = nn.relu(dense(h))
+        h = self.fc_decode(h)
         if self.decoder_dense_relu:
             h = nn.relu(h)
         h = h.reshape(z.shape[0], *self.decoder_input_shape)
@@ -119,6 +126,7 @@ def build_model(config) -> ConvVAE:
         decoder_dense_relu=m.decoder_dense_relu,
         decoder_convs=tuple(tuple(c) for c in m.decoder_convs),
         conv_impl=m.conv_impl,
+        decoder_dense=tuple(m.decoder_dense),
     )
 
 
@@ -159,7 +167,11 @@ def forward_flops(config) -> int:
         width = features
     macs += 2 * width * config.latent_dim  # mu and logvar heads
     h, w, channels = m.decoder_input_shape
-    macs += config.latent_dim * h * w * channels
+    width = config.latent_dim
+    for features in m.decoder_dense:
+        macs += width * features
+        width = features
+    macs += width * h * w * channels
     out_channels = m.num_classes if m.num_classes else 1
     for features, stride in (*m.decoder_convs, (out_channels, 1)):
         macs += h * w * 9 * channels * features

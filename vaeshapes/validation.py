@@ -46,7 +46,8 @@ KNOWN_FIELDS = {
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
-              "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl"},
+              "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
+              "decoder_dense"},
 }
 
 
@@ -93,6 +94,8 @@ def validate_config(config) -> None:
     if impl not in models.CONV_IMPLS:
         raise UserError(f"config.model.conv_impl = {impl!r}: must be one of "
                         f"{', '.join(models.CONV_IMPLS)}")
+    for field in ("model.encoder_dense", "model.decoder_dense"):
+        _check_widths(config, field)
     _check_decoder_output(config)
     for field in ("keep_best", "data.stream"):
         if not isinstance(_get(config, field), bool):
@@ -112,6 +115,15 @@ def _check_sweep_betas(config) -> None:
     if not ok or len(set(betas)) != len(betas):
         raise UserError(f"config.sweep_betas = {betas!r}: must be a tuple of distinct finite "
                         "numbers >= 0 (empty: no sweep, every replica uses config.beta)")
+
+
+def _check_widths(config, field: str) -> None:
+    widths = _get(config, field)
+    ok = isinstance(widths, (tuple, list)) and all(
+        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+    if not ok:
+        raise UserError(f"config.{field} = {widths!r}: must be a tuple of layer widths, "
+                        "integers >= 1 (empty: no such layers)")
 
 
 def _check_decoder_output(config) -> None:
