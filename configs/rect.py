@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = 8
     c.model.encoder_convs = ((4, 1), (8, 1))  # (features, stride), 3x3 SAME, ReLU
     c.model.encoder_dense = ()
-    c.model.decoder_dense = ()  # widths of ReLU dense layers from z (before the next)
+    c.model.decoder_dense = ()  # ReLU dense layers between z and the next layer
     c.model.decoder_input_shape = (10, 10, 8)
     c.model.decoder_dense_relu = False
     c.model.decoder_convs = ((4, 1),)

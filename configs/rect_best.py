@@ -1,4 +1,4 @@
-"""The best rect model found with this code: source 000's data, a deeper decoder, streaming.
+"""The best rect model found with this code: source 000's data, MLPs around z, streaming.
 
     python train.py --config=configs/rect_best.py
     python eval.py --ckpt=runs/rect_best
@@ -22,8 +22,8 @@ def get_config():
     c.checkpoint_every = 100
     # The source's convolutions with MLPs around the latent: encoder Conv 4 -> Conv 8 ->
     # Dense 256 -> Dense 256 -> heads; decoder Dense 256 -> Dense 800 + ReLU -> ConvT 8
-    # -> ConvT 10. The MLPs let the encoder place the discrete factors where they fill
-    # the Gaussian prior and the decoder undo it (-1.7 nats at 800k images seen); the
+    # -> ConvT 10. The MLPs can place the discrete factors where they fill the
+    # Gaussian prior, and undo that in the decoder (-2.7 nats after 800k images); the
     # extra ReLU lets the decoder intersect the rectangle's four edges (half-planes)
     # before the output layer picks background or colour. (Twice the channels trained
     # no better per image seen, and ~3x slower.)

@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = 0
     c.model.encoder_convs = ((32, 2), (64, 2))
     c.model.encoder_dense = (16,)
-    c.model.decoder_dense = ()  # widths of ReLU dense layers from z (before the next)
+    c.model.decoder_dense = ()  # ReLU dense layers between z and the next layer
     c.model.decoder_input_shape = (7, 7, 64)
     c.model.decoder_dense_relu = True
     c.model.decoder_convs = ((64, 2), (32, 2))
