@@ -161,19 +161,22 @@ def forward_flops(config) -> int:
         h, w = -(-h // stride), -(-w // stride)
         macs += h * w * 9 * channels * features
         channels = features
-    width = h * w * channels
-    for features in m.encoder_dense:
-        macs += width * features
-        width = features
-    macs += 2 * width * config.latent_dim  # mu and logvar heads
+    mlp_macs, width = _dense_macs(h * w * channels, m.encoder_dense)
+    macs += mlp_macs + 2 * width * config.latent_dim  # mu and logvar heads
     h, w, channels = m.decoder_input_shape
-    width = config.latent_dim
-    for features in m.decoder_dense:
-        macs += width * features
-        width = features
-    macs += width * h * w * channels
+    mlp_macs, width = _dense_macs(config.latent_dim, m.decoder_dense)
+    macs += mlp_macs + width * h * w * channels
     out_channels = m.num_classes if m.num_classes else 1
     for features, stride in (*m.decoder_convs, (out_channels, 1)):
         macs += h * w * 9 * channels * features
         h, w, channels = h * stride, w * stride, features
     return 2 * macs
+
+
+def _dense_macs(width: int, widths) -> tuple[int, int]:
+    """Multiply-adds of a stack of dense layers from ``width`` inputs, and its output width."""
+    macs = 0
+    for features in widths:
+        macs += width * features
+        width = features
+    return macs, width
