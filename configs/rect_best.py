@@ -1,4 +1,4 @@
-"""The best rect model found with this code: source 000's data, MLPs around z, streaming.
+"""The best rect model found with this code: source 000's data, MLPs around a 5-d z, streaming.
 
     python train.py --config=configs/rect_best.py
     python eval.py --ckpt=runs/rect_best
@@ -27,6 +27,10 @@ def get_config():
     # extra ReLU lets the decoder intersect the rectangle's four edges (half-planes)
     # before the output layer picks background or colour. (Twice the channels trained
     # no better per image seen, and ~3x slower.)
+    # Latent size 5, one dimension per generative factor (colour, top, left, height,
+    # width): -1.0 nats against size 8 after 800k images, on each of 2 seeds (sizes 4
+    # and 6 were no better than 8).
+    c.latent_dim = 5
     m = c.model
     m.encoder_dense = (256, 256)
     m.decoder_dense = (256,)
