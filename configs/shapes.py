@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.free_bits = 0.0  # nats per latent dim: KL below it (batch mean, per dim) is not penalised
     c.lr_schedule = "constant"  # or "cosine": decay to 0 over the run (after any warm-up)
     c.lr_warmup_epochs = 0  # learning rate rises linearly from 0 over this many epochs
+    c.grad_clip_norm = 0.0  # > 0: gradients scaled down to at most this global norm
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"

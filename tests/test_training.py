@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tests.conftest import tiny_rect_config
@@ -163,6 +164,28 @@ def test_learning_rate_warmup_and_cosine_schedules():
                                [0, 1e-3, 5e-4, 0], rtol=1e-5, atol=1e-9)
 
 
+def test_gradient_clipping_scales_down_large_gradients_before_adam():
+    config = tiny_rect_config()
+    params = {"w": jnp.zeros(3)}
+    grads = [{"w": jnp.array([30.0, 40.0, 0.0])}, {"w": jnp.array([0.3, -0.4, 0.1])}]
+
+    def updates(optimizer, grad_list):
+        state, out = optimizer.init(params), []
+        for g in grad_list:
+            u, state = optimizer.update(g, state, params)
+            out.append(u["w"])
+        return out
+
+    plain = updates(training.make_optimizer(config), grads)
+    np.testing.assert_allclose(plain, updates(optax.adam(config.learning_rate), grads))
+    config.grad_clip_norm = 5.0  # the first gradient (norm 50) becomes norm 5
+    clipped = updates(training.make_optimizer(config), grads)
+    scaled = [{"w": grads[0]["w"] / 10}, grads[1]]
+    np.testing.assert_allclose(clipped, updates(optax.adam(config.learning_rate), scaled),
+                               rtol=1e-6)
+    assert not np.allclose(clipped[1], plain[1])  # Adam's moments remember the clip
+
+
 def test_kl_warmup_is_linear_in_steps():
     config = tiny_rect_config()
     config.beta, config.kl_warmup_epochs = 2.0, 2  # 8 steps
@@ -189,7 +212,7 @@ def test_training_aids_train_and_a_cosine_run_cannot_change_length(tmp_path):
     config = tiny_rect_config()
     config.num_epochs, config.checkpoint_every = 2, 1
     config.data.stream, config.kl_warmup_epochs, config.free_bits = True, 1, 0.1
-    config.lr_schedule, config.lr_warmup_epochs = "cosine", 1
+    config.lr_schedule, config.lr_warmup_epochs, config.grad_clip_norm = "cosine", 1, 1.0
     states = training.train(config, tmp_path)
     assert int(states.epoch[0]) == 2
     longer = config.copy_and_resolve_references()

@@ -43,3 +43,11 @@ def test_dense_widths_must_be_positive_ints(field, widths):
     config.model[field] = widths
     with pytest.raises(UserError, match=f"config.model.{field}"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan")])
+def test_grad_clip_norm_must_be_a_non_negative_number(value):
+    config = tiny_rect_config()
+    config.grad_clip_norm = value
+    with pytest.raises(UserError, match="config.grad_clip_norm"):
+        validate_config(config)

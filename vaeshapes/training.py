@@ -168,7 +168,12 @@ def replica_betas(config) -> np.ndarray:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    return optax.adam(learning_rate(config))
+    """Adam at ``learning_rate(config)``; with ``grad_clip_norm`` > 0, gradients are first
+    scaled down to at most that global norm."""
+    adam = optax.adam(learning_rate(config))
+    if config.grad_clip_norm:
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
+    return adam
 
 
 def likelihood_name(config) -> str:

@@ -43,7 +43,8 @@ KNOWN_FIELDS = {
     "": {"name", "seed", "num_seeds", "num_epochs", "batch_size", "learning_rate",
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
-         "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "data", "model"},
+         "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
+         "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
@@ -73,6 +74,7 @@ def validate_config(config) -> None:
     _check_int(config, "kl_warmup_epochs", 0)
     _check_int(config, "lr_warmup_epochs", 0)
     _check_float(config, "free_bits", 0.0)
+    _check_float(config, "grad_clip_norm", 0.0)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
     _check_sweep_betas(config)
