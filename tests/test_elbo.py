@@ -110,6 +110,38 @@ def test_latent_noise_changes_only_the_reconstruction():
     assert not np.allclose(plain["recon"], noisy["recon"])
 
 
+def test_iwae_terms_k1_is_one_importance_weight_drawn_by_hand():
+    params = {"logvar": -1.0, "logits": jax.random.normal(jax.random.PRNGKey(4), (10,))}
+    model, x = _ToyModel(), jax.random.randint(jax.random.PRNGKey(5), (3, 10, 10), 0, 10)
+    key = jax.random.PRNGKey(6)
+    terms = elbo.iwae_terms(model, params, x, key, likelihood="categorical", num_samples=1,
+                            beta=2.0)
+    chex.assert_shape([terms["bound"], terms["recon"], terms["kl"]], (3,))
+    mu, logvar = model.apply(params, x, method="encode")
+    z = mu + np.exp(-0.5) * np.asarray(jax.random.normal(key, (1, 3, 2)))[0]
+    log_lik = elbo.categorical_log_likelihood(model.apply(params, z, method="decode"), x)
+    log_ratio = elbo.log_normal(z, 0.0, 0.0) - elbo.log_normal(z, mu, logvar)
+    np.testing.assert_allclose(terms["recon"], -log_lik, rtol=1e-5)
+    np.testing.assert_allclose(terms["bound"], log_lik + 2.0 * log_ratio, rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"], elbo.kl_divergence(mu, logvar), rtol=1e-6)
+
+
+def test_iwae_terms_bound_rises_with_k_above_the_elbo():
+    params = {"logvar": 0.5, "logits": jnp.arange(10.0) / 3}
+    x = jax.random.randint(jax.random.PRNGKey(5), (4, 10, 10), 0, 10)
+    bound = jax.jit(lambda k, n: elbo.iwae_terms(_ToyModel(), params, x, k,
+                                                 likelihood="categorical", num_samples=n),
+                    static_argnums=1)
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    k1, k8 = ([bound(k, n) for k in keys] for n in (1, 8))
+    b1, b8 = (np.array([t["bound"] for t in draws]) for draws in (k1, k8))
+    elbos = np.array([-(t["recon"] + t["kl"]) for t in k1])  # with the closed-form KL
+    assert np.all(b8.mean(0) > b1.mean(0) + 10.0)
+    # K = 1: the ELBO with a sampled KL; the same in expectation
+    err = np.sqrt((b1.var(0) + elbos.var(0)) / len(keys))
+    assert np.all(np.abs(b1.mean(0) - elbos.mean(0)) < 4 * err)
+
+
 # A 1-D model whose likelihood is known: z ~ N(0, 1), x | z ~ N(z, S^2), so
 # p(x) = N(x; 0, 1 + S^2) and the posterior is N(x / (1 + S^2), S^2 / (1 + S^2)).
 S, X = 0.5, 2.0

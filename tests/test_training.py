@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from tests.conftest import tiny_rect_config
-from vaeshapes import checkpoints, data, models, rng, training
+from vaeshapes import checkpoints, data, elbo, models, rng, training
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,10 @@ def test_resume_with_a_different_model_is_refused(trained):
         training.train(other, workdir)
 
 
-def test_a_few_steps_lower_the_loss():
+@pytest.mark.parametrize("importance_samples", [1, 3])
+def test_a_few_steps_lower_the_loss(importance_samples):
     config = tiny_rect_config()
+    config.train_importance_samples = importance_samples
     trainer = training.build_trainer(config)
     _, metrics = trainer.run(trainer.fresh_states(), 6)
     loss = np.asarray(metrics["train/loss"])[:, 0]
@@ -134,6 +136,26 @@ def test_train_step_jit_matches_eager():
     chex.assert_trees_all_close(eager.params, jitted.params, atol=1e-5)
     chex.assert_trees_all_close(m_eager, m_jit, rtol=1e-5)
     assert int(jitted.step) == 1
+
+
+def test_importance_weighted_training_steps_on_the_iwae_bound():
+    config = tiny_rect_config()
+    config.model.conv_impl = "xla"
+    config.train_importance_samples = 4
+    model = models.build_model(config)
+    optimizer = training.make_optimizer(config)
+    state = training.init_state(config, model, optimizer, jax.random.PRNGKey(0),
+                                jax.random.PRNGKey(1))
+    batch = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images[:16]
+    new, metrics = jax.jit(lambda s, b: training.train_step(
+        s, b, jnp.float32(1.0), config=config, model=model, optimizer=optimizer))(state, batch)
+    key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
+    terms = elbo.iwae_terms(model, state.params, batch, key, likelihood="categorical",
+                            num_samples=4)
+    np.testing.assert_allclose(metrics["loss"], -terms["bound"].mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["recon"], terms["recon"].mean(), rtol=1e-5)
+    assert not np.allclose(metrics["loss"], metrics["recon"] + metrics["kl"], rtol=1e-3)
+    assert int(new.step) == 1
 
 
 def test_epoch_batches_is_a_permutation_without_the_remainder():

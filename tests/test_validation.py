@@ -51,3 +51,22 @@ def test_grad_clip_norm_must_be_a_non_negative_number(value):
     config.grad_clip_norm = value
     with pytest.raises(UserError, match="config.grad_clip_norm"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("value", [0, 2.5, True])
+def test_train_importance_samples_must_be_a_positive_int(value):
+    config = tiny_rect_config()
+    del config["train_importance_samples"]
+    config.train_importance_samples = value
+    with pytest.raises(UserError, match="config.train_importance_samples"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize("field", ["free_bits", "latent_noise_std"])
+def test_importance_weighted_training_refuses_elbo_only_options(field):
+    config = tiny_rect_config()
+    config.train_importance_samples = 2
+    validate_config(config)
+    config[field] = 0.5
+    with pytest.raises(UserError, match=f"config.{field}"):
+        validate_config(config)

@@ -100,6 +100,33 @@ def log_normal(x: jax.Array, mean: jax.Array | float, logvar: jax.Array | float)
                           axis=-1)
 
 
+def log_importance_weights(log_lik: jax.Array, z: jax.Array, mu: jax.Array, logvar: jax.Array,
+                           beta: float | jax.Array = 1.0) -> jax.Array:
+    """log p(x|z) + beta (log p(z) - log q(z|x)), p(z) = N(0, I), q = N(mu, exp(logvar)):
+    log_lik [...], z [..., D] -> [...]; at beta = 1 the importance weights of log p(x)."""
+    chex.assert_equal_shape([log_lik, z[..., 0]])
+    return log_lik + beta * (log_normal(z, 0.0, 0.0) - log_normal(z, mu, logvar))
+
+
+def iwae_terms(model, params, x: jax.Array, key: jax.Array, *, likelihood: str,
+               num_samples: int, beta: float | jax.Array = 1.0) -> dict[str, jax.Array]:
+    """K-sample terms per image, each [B]: ``bound``, the IWAE bound on log p(x) (Burda et
+    al. 2015; with beta != 1 the weights' log p(z) / q(z|x) is scaled by beta), ``recon``,
+    -log p(x|z) averaged over the K samples, and the closed-form ``kl``.
+    """
+    mu, logvar = model.apply(params, x, method="encode")
+    eps = jax.random.normal(key, (num_samples, *mu.shape), mu.dtype)
+    z = mu + jnp.exp(0.5 * logvar) * eps
+    logits = model.apply(params, z.reshape(-1, mu.shape[-1]), method="decode")
+    repeated = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+    log_lik = log_likelihood(likelihood, logits, repeated).reshape(num_samples, -1)
+    log_w = log_importance_weights(log_lik, z, mu, logvar, beta)
+    terms = dict(bound=jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples),
+                 recon=-log_lik.mean(axis=0), kl=kl_divergence(mu, logvar))
+    chex.assert_shape(list(terms.values()), (x.shape[0],))
+    return terms
+
+
 def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
@@ -120,6 +147,6 @@ def importance_weighted_bound(log_likelihood_fn, mu: jax.Array, logvar: jax.Arra
 
     def log_weights(e):
         z = mu + jnp.exp(0.5 * logvar) * e
-        return log_likelihood_fn(z) + log_normal(z, 0.0, 0.0) - log_normal(z, mu, logvar)
+        return log_importance_weights(log_likelihood_fn(z), z, mu, logvar)
 
     return jax.nn.logsumexp(jax.lax.map(log_weights, eps)) - jnp.log(num_samples)

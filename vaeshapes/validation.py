@@ -44,7 +44,7 @@ KNOWN_FIELDS = {
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
-         "data", "model"},
+         "train_importance_samples", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
@@ -75,6 +75,7 @@ def validate_config(config) -> None:
     _check_int(config, "lr_warmup_epochs", 0)
     _check_float(config, "free_bits", 0.0)
     _check_float(config, "grad_clip_norm", 0.0)
+    _check_importance_samples(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
     _check_sweep_betas(config)
@@ -117,6 +118,16 @@ def _check_sweep_betas(config) -> None:
     if not ok or len(set(betas)) != len(betas):
         raise UserError(f"config.sweep_betas = {betas!r}: must be a tuple of distinct finite "
                         "numbers >= 0 (empty: no sweep, every replica uses config.beta)")
+
+
+def _check_importance_samples(config) -> None:
+    _check_int(config, "train_importance_samples", 1)
+    if config.train_importance_samples > 1:
+        for field in ("free_bits", "latent_noise_std"):
+            if _get(config, field):
+                raise UserError(f"config.train_importance_samples = "
+                                f"{config.train_importance_samples} trains on the IWAE bound, "
+                                f"which has no config.{field}; set one of them to its default")
 
 
 def _check_widths(config, field: str) -> None:
