@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_warmup_epochs = 0  # learning rate rises linearly from 0 over this many epochs
     c.grad_clip_norm = 0.0  # > 0: gradients scaled down to at most this global norm
     c.train_importance_samples = 1  # K > 1: train on the IWAE bound with K samples per image
+    c.train_elbo_encoder = False  # with K > 1: only the decoder on the IWAE bound (PIWAE)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"

@@ -142,6 +142,27 @@ def test_iwae_terms_bound_rises_with_k_above_the_elbo():
     assert np.all(np.abs(b1.mean(0) - elbos.mean(0)) < 4 * err)
 
 
+def test_elbo_encoder_trains_the_decoder_on_the_bound_and_the_encoder_on_the_elbo():
+    params = {"logvar": 0.3, "logits": jnp.arange(10.0) / 3}  # encoder, decoder params
+    x = jax.random.randint(jax.random.PRNGKey(5), (4, 10, 10), 0, 10)
+    key = jax.random.PRNGKey(7)
+
+    def grad_of(term, **kw):
+        terms = lambda p: elbo.iwae_terms(_ToyModel(), p, x, key, likelihood="categorical",
+                                          num_samples=5, **kw)
+        return jax.grad(lambda p: term(terms(p)).mean())(params)
+
+    split = grad_of(lambda t: t["objective"], elbo_encoder=True)
+    bound = grad_of(lambda t: t["bound"])
+    elbo_value = grad_of(lambda t: -t["recon"] - t["kl"])  # same draws, closed-form KL
+    np.testing.assert_allclose(split["logits"], bound["logits"], rtol=1e-5)
+    np.testing.assert_allclose(split["logvar"], elbo_value["logvar"], rtol=1e-5)
+    assert not np.allclose(bound["logvar"], elbo_value["logvar"], rtol=1e-2)
+    both = [elbo.iwae_terms(_ToyModel(), params, x, key, likelihood="categorical",
+                            num_samples=5, elbo_encoder=e) for e in (False, True)]
+    chex.assert_trees_all_close(both[0], both[1], rtol=1e-6)  # same values
+
+
 # A 1-D model whose likelihood is known: z ~ N(0, 1), x | z ~ N(z, S^2), so
 # p(x) = N(x; 0, 1 + S^2) and the posterior is N(x / (1 + S^2), S^2 / (1 + S^2)).
 S, X = 0.5, 2.0

@@ -147,8 +147,13 @@ def test_importance_weighted_training_steps_on_the_iwae_bound():
     state = training.init_state(config, model, optimizer, jax.random.PRNGKey(0),
                                 jax.random.PRNGKey(1))
     batch = data.build_splits(config.data, rng.purpose_key(0, "data"))["train"].images[:16]
-    new, metrics = jax.jit(lambda s, b: training.train_step(
-        s, b, jnp.float32(1.0), config=config, model=model, optimizer=optimizer))(state, batch)
+
+    def step(config):
+        return jax.jit(lambda s, b: training.train_step(
+            s, b, jnp.float32(1.0), config=config, model=model, optimizer=optimizer))(state,
+                                                                                    batch)
+
+    new, metrics = step(config)
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
     terms = elbo.iwae_terms(model, state.params, batch, key, likelihood="categorical",
                             num_samples=4)
@@ -156,6 +161,14 @@ def test_importance_weighted_training_steps_on_the_iwae_bound():
     np.testing.assert_allclose(metrics["recon"], terms["recon"].mean(), rtol=1e-5)
     assert not np.allclose(metrics["loss"], metrics["recon"] + metrics["kl"], rtol=1e-3)
     assert int(new.step) == 1
+    # PIWAE: the same loss and decoder step; the encoder steps on the ELBO instead
+    config.train_elbo_encoder = True
+    split, split_metrics = step(config)
+    np.testing.assert_allclose(split_metrics["loss"], metrics["loss"], rtol=1e-6)
+    chex.assert_trees_all_close(split.params["params"]["dec_out"],
+                                new.params["params"]["dec_out"], rtol=1e-6)
+    assert not np.allclose(split.params["params"]["fc_logvar"]["kernel"],
+                           new.params["params"]["fc_logvar"]["kernel"])
 
 
 def test_epoch_batches_is_a_permutation_without_the_remainder():

@@ -70,3 +70,12 @@ def test_importance_weighted_training_refuses_elbo_only_options(field):
     config[field] = 0.5
     with pytest.raises(UserError, match=f"config.{field}"):
         validate_config(config)
+
+
+def test_elbo_encoder_needs_importance_samples():
+    config = tiny_rect_config()
+    config.train_elbo_encoder = True
+    with pytest.raises(UserError, match="config.train_importance_samples > 1"):
+        validate_config(config)
+    config.train_importance_samples = 2
+    validate_config(config)

@@ -23,7 +23,8 @@ BEST_METRIC = "val/loss_per_pixel"
 ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "lr_schedule": "constant", "lr_warmup_epochs": 0, "data.stream": False,
                 "sweep_betas": (), "model.decoder_dense": (),
-                "grad_clip_norm": 0.0, "train_importance_samples": 1}
+                "grad_clip_norm": 0.0, "train_importance_samples": 1,
+                "train_elbo_encoder": False}
 
 
 def config_to_json_dict(config) -> dict:

@@ -109,20 +109,36 @@ def log_importance_weights(log_lik: jax.Array, z: jax.Array, mu: jax.Array, logv
 
 
 def iwae_terms(model, params, x: jax.Array, key: jax.Array, *, likelihood: str,
-               num_samples: int, beta: float | jax.Array = 1.0) -> dict[str, jax.Array]:
+               num_samples: int, beta: float | jax.Array = 1.0,
+               elbo_encoder: bool = False) -> dict[str, jax.Array]:
     """K-sample terms per image, each [B]: ``bound``, the IWAE bound on log p(x) (Burda et
     al. 2015; with beta != 1 the weights' log p(z) / q(z|x) is scaled by beta), ``recon``,
-    -log p(x|z) averaged over the K samples, and the closed-form ``kl``.
+    -log p(x|z) averaged over the K samples, the closed-form ``kl``, and ``objective``,
+    the value to maximise: the bound, or with ``elbo_encoder`` a surrogate equal to it
+    whose gradient trains the decoder on the bound and the encoder on the ELBO
+    (PIWAE, Rainforth et al. 2018).
     """
     mu, logvar = model.apply(params, x, method="encode")
     eps = jax.random.normal(key, (num_samples, *mu.shape), mu.dtype)
     z = mu + jnp.exp(0.5 * logvar) * eps
-    logits = model.apply(params, z.reshape(-1, mu.shape[-1]), method="decode")
     repeated = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
-    log_lik = log_likelihood(likelihood, logits, repeated).reshape(num_samples, -1)
-    log_w = log_importance_weights(log_lik, z, mu, logvar, beta)
-    terms = dict(bound=jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples),
-                 recon=-log_lik.mean(axis=0), kl=kl_divergence(mu, logvar))
+
+    def log_lik_at(decoder_params, z):
+        logits = model.apply(decoder_params, z.reshape(-1, mu.shape[-1]), method="decode")
+        return log_likelihood(likelihood, logits, repeated).reshape(num_samples, -1)
+
+    kl = kl_divergence(mu, logvar)
+    if elbo_encoder:
+        sg = jax.lax.stop_gradient
+        log_lik = log_lik_at(params, sg(z))
+        log_w = log_importance_weights(log_lik, sg(z), sg(mu), sg(logvar), beta)
+        elbo = log_lik_at(sg(params), z).mean(axis=0) - beta * kl
+    else:
+        log_lik = log_lik_at(params, z)
+        log_w = log_importance_weights(log_lik, z, mu, logvar, beta)
+    bound = jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples)
+    objective = bound + elbo - jax.lax.stop_gradient(elbo) if elbo_encoder else bound
+    terms = dict(objective=objective, bound=bound, recon=-log_lik.mean(axis=0), kl=kl)
     chex.assert_shape(list(terms.values()), (x.shape[0],))
     return terms
 

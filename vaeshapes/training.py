@@ -213,16 +213,17 @@ def split_keys_on(mesh, config) -> dict[str, data.SplitKeys]:
 def train_step(state: TrainState, batch: jax.Array, beta: jax.Array, *, config, model,
                optimizer):
     """One Adam step on the negative ELBO (``beta``-weighted, with the config's KL warm-up
-    and free bits), or on -IWAE_K when ``train_importance_samples`` = K > 1; returns
-    (state, metrics)."""
+    and free bits), or on -IWAE_K when ``train_importance_samples`` = K > 1 (the encoder
+    on the ELBO with ``train_elbo_encoder``); returns (state, metrics)."""
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.epoch), state.step)
 
     def loss_fn(params):
         weight = kl_weight(config, state.step, beta)
         if config.train_importance_samples > 1:
             terms = elbo.iwae_terms(model, params, batch, key, likelihood=likelihood_name(config),
-                                    num_samples=config.train_importance_samples, beta=weight)
-            return -terms["bound"].mean(), terms
+                                    num_samples=config.train_importance_samples, beta=weight,
+                                    elbo_encoder=config.train_elbo_encoder)
+            return -terms["objective"].mean(), terms
         terms = elbo.elbo_terms(model, params, batch, key, likelihood=likelihood_name(config),
                                 noise_std=config.latent_noise_std)
         return elbo.loss(terms, weight, config.free_bits), terms

@@ -44,7 +44,7 @@ KNOWN_FIELDS = {
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
-         "train_importance_samples", "data", "model"},
+         "train_importance_samples", "train_elbo_encoder", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
@@ -100,7 +100,7 @@ def validate_config(config) -> None:
     for field in ("model.encoder_dense", "model.decoder_dense"):
         _check_widths(config, field)
     _check_decoder_output(config)
-    for field in ("keep_best", "data.stream"):
+    for field in ("keep_best", "data.stream", "train_elbo_encoder"):
         if not isinstance(_get(config, field), bool):
             raise UserError(f"config.{field} = {_get(config, field)!r}: must be True or False")
     schedule = _get(config, "lr_schedule")
@@ -122,6 +122,9 @@ def _check_sweep_betas(config) -> None:
 
 def _check_importance_samples(config) -> None:
     _check_int(config, "train_importance_samples", 1)
+    if _get(config, "train_elbo_encoder") is True and config.train_importance_samples == 1:
+        raise UserError("config.train_elbo_encoder = True needs "
+                        "config.train_importance_samples > 1 (the decoder's IWAE bound)")
     if config.train_importance_samples > 1:
         for field in ("free_bits", "latent_noise_std"):
             if _get(config, field):
