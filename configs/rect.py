@@ -57,4 +57,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.decoder_dense_relu = False
     c.model.decoder_convs = ((4, 1),)
     c.model.conv_impl = "rows"  # or "patches", "xla": the same function (layers.py)
+    c.model.prior_components = 0  # 0: p(z) = N(0, I); M > 0: a learned mixture of M Gaussians
     return c

@@ -56,4 +56,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.decoder_dense_relu = True
     c.model.decoder_convs = ((64, 2), (32, 2))
     c.model.conv_impl = "patches"  # or "xla" (flax nn.Conv): same function, slower on CPU
+    c.model.prior_components = 0  # 0: p(z) = N(0, I); M > 0: a learned mixture of M Gaussians
     return c

@@ -69,9 +69,14 @@ def test_bernoulli_log_likelihood_is_stable_for_huge_logits():
 
 
 class _ToyModel:
-    """encode: mu = x-mean per image, logvar fixed; decode: logits scaled by z[0]."""
+    """encode: mu = x-mean per image, logvar fixed; decode: logits scaled by z[0];
+    prior N(0, I)."""
+
+    prior_components = 0
 
     def apply(self, params, x, method):
+        if method == "prior_log_prob":
+            return elbo.standard_normal_log_prob(x)
         if method == "encode":
             m = x.reshape(x.shape[0], -1).astype(jnp.float32).mean(-1, keepdims=True)
             return jnp.tile(m, (1, 2)), jnp.full((x.shape[0], 2), params["logvar"])
@@ -205,3 +210,45 @@ def test_free_bits_floor_each_dimension_of_the_batch_mean_kl():
     assert float(elbo.loss(terms, 2.0, free_bits=0.5)) == pytest.approx(6.0 + 2 * 2.5)
     grad = jax.grad(lambda k: elbo.loss(dict(terms, kl_per_dim=k), 1.0, 0.5))(kl_dims)
     np.testing.assert_allclose(grad, [[0, 0.5, 0], [0, 0.5, 0]])  # only the dim above 0.5
+
+
+class _ToyMixturePriorModel(_ToyModel):
+    """_ToyModel with a one-component "learned" prior N(m, exp(lv)) in its params."""
+
+    prior_components = 1
+
+    def apply(self, params, x, method):
+        if method == "prior_log_prob":
+            return elbo.log_normal(x, params["prior_mean"], params["prior_logvar"])
+        return super().apply(params, x, method)
+
+
+def test_learned_prior_kl_is_an_unbiased_estimate_of_the_closed_form():
+    params = {"logvar": -0.7, "logits": jnp.arange(10.0) / 3, "prior_mean": 0.4,
+              "prior_logvar": 0.6}
+    x = jax.random.randint(jax.random.PRNGKey(5), (3, 10, 10), 0, 10)
+    model = _ToyMixturePriorModel()
+    mu, logvar = model.apply(params, x, method="encode")
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.PRNGKey(8), (5000, 3, 2))
+    estimate = elbo.kl_to_prior(model, params, z, mu, logvar)
+    chex.assert_shape(estimate, (3,))
+    # KL(N(mu, v) || N(m, w)) per dimension = 0.5 (log w/v + (v + (mu - m)^2) / w - 1)
+    v, w = np.exp(-0.7), np.exp(0.6)
+    exact = 0.5 * (np.log(w / v) + (v + (np.asarray(mu) - 0.4) ** 2) / w - 1).sum(axis=1)
+    np.testing.assert_allclose(estimate, exact, rtol=0.02)
+    # elbo_terms uses it with one draw, and has no KL per dimension for a learned prior
+    terms = elbo.elbo_terms(model, params, x, jax.random.PRNGKey(6), likelihood="categorical")
+    assert set(terms) == {"recon", "kl"}
+    assert not np.allclose(terms["kl"], elbo.kl_divergence(mu, logvar), rtol=1e-2)
+
+
+def test_iwae_with_a_learned_prior_weighs_by_that_prior():
+    # the 1-D toy model with prior N(1, 4): p(x) = N(x; 1, 4 + S^2), posterior mean
+    # 1 + 4 (x - 1) / (4 + S^2), variance 4 S^2 / (4 + S^2)
+    log_px = float(elbo.log_normal(jnp.array([X]), 1.0, jnp.log(4 + S**2)))
+    mean, var = 1 + 4 * (X - 1) / (4 + S**2), 4 * S**2 / (4 + S**2)
+    bound = elbo.importance_weighted_bound(
+        toy_log_likelihood, jnp.array([mean]), jnp.array([np.log(var)]), jax.random.PRNGKey(0),
+        8, log_prior_fn=lambda z: elbo.log_normal(z, 1.0, jnp.log(4.0)))
+    np.testing.assert_allclose(bound, log_px, atol=1e-5)
+    assert abs(log_px - LOG_PX) > 0.1  # the standard-normal prior would give another value

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from tests.conftest import tiny_rect_config
-from vaeshapes import checkpoints, data, elbo, models, rng, training
+from vaeshapes import checkpoints, data, elbo, evaluation, models, rng, training
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +107,21 @@ def test_resume_with_a_different_model_is_refused(trained):
         training.train(other, workdir)
 
 
-@pytest.mark.parametrize("importance_samples", [1, 3])
-def test_a_few_steps_lower_the_loss(importance_samples):
+@pytest.mark.parametrize("importance_samples,prior_components", [(1, 0), (3, 0), (1, 8)])
+def test_a_few_steps_lower_the_loss(importance_samples, prior_components):
     config = tiny_rect_config()
     config.train_importance_samples = importance_samples
+    config.model.prior_components = prior_components
     trainer = training.build_trainer(config)
-    _, metrics = trainer.run(trainer.fresh_states(), 6)
+    fresh = trainer.fresh_states()
+    before = jax.device_get(fresh.params)  # run() donates the states it is given
+    states, metrics = trainer.run(fresh, 6)
     loss = np.asarray(metrics["train/loss"])[:, 0]
     chex.assert_shape(loss, (6,))
     assert loss[-1] < 0.9 * loss[0]  # 24 Adam steps: ~254 -> ~221 nats per image
+    if prior_components:  # the learned prior trains too
+        assert not np.allclose(states.params["params"]["prior_means"],
+                               before["params"]["prior_means"])
 
 
 def test_train_step_jit_matches_eager():
@@ -255,3 +261,33 @@ def test_training_aids_train_and_a_cosine_run_cannot_change_length(tmp_path):
     with pytest.raises(training.UserError, match="num_epochs"):
         training.train(longer, tmp_path)
 
+
+
+def test_a_learned_prior_trains_and_evaluates(tmp_path):
+    config = tiny_rect_config()
+    config.num_epochs, config.model.prior_components = 2, 4
+    training.train(config, tmp_path)
+    metrics = evaluation.evaluate(tmp_path, iwae_ks=(1,))
+    assert metrics["num_params"] == 21_346 + 4 * (2 * 8 + 1)
+    assert metrics["test/neg_elbo_nats_per_image"] > 9.8233
+    assert 0 <= metrics["prior/valid_rate"] <= 1
+    assert "info/kl_per_dim_bits" not in metrics  # no KL per dimension to a mixture
+    for name in ("prior_samples.png", "bits_per_dim.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 1000
+
+
+def test_iwae_evaluation_weighs_by_the_learned_prior():
+    config = tiny_rect_config()
+    config.model.prior_components = 3
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    params["params"]["prior_means"] = params["params"]["prior_means"] + 3.0  # far from N(0, I)
+    images = data.build_splits(config.data, rng.purpose_key(0, "data"))["test"].images
+    got = jax.jit(lambda p: evaluation.iwae_metrics(p, images, jax.random.PRNGKey(1),
+                                                    config=config, model=model, ks=(20,)))(params)
+    bound = lambda m: -elbo.iwae_terms(m, params, images, jax.random.PRNGKey(2),
+                                       likelihood="categorical", num_samples=20)["bound"].mean()
+    fixed_prior = models.build_model(tiny_rect_config())  # same encoder/decoder, N(0, I)
+    want, standard = float(bound(model)), float(bound(fixed_prior))
+    assert abs(want - standard) > 20.0  # the shifted prior costs many nats
+    assert float(got["test/iwae_nats_per_image_k20"]) == pytest.approx(want, abs=2.0)

@@ -79,3 +79,21 @@ def test_elbo_encoder_needs_importance_samples():
         validate_config(config)
     config.train_importance_samples = 2
     validate_config(config)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_prior_components_must_be_a_non_negative_int(value):
+    config = tiny_rect_config()
+    del config.model["prior_components"]
+    config.model.prior_components = value
+    with pytest.raises(UserError, match="config.model.prior_components"):
+        validate_config(config)
+
+
+def test_learned_prior_refuses_free_bits():
+    config = tiny_rect_config()
+    config.model.prior_components = 4
+    validate_config(config)
+    config.free_bits = 0.5
+    with pytest.raises(UserError, match="config.free_bits"):
+        validate_config(config)

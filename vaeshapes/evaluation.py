@@ -57,7 +57,10 @@ def image_metrics(params, x: jax.Array, key: jax.Array, *, config, model) -> dic
     logits_mu = model.apply(params, mu, method="decode")
     likelihood = training.likelihood_name(config)
     out = dict(recon=-elbo.log_likelihood(likelihood, logits_z, xb)[0],
-               kl_per_dim=elbo.kl_per_dim(mu, logvar)[0], mu=mu[0], logvar=logvar[0], z=z[0])
+               kl=elbo.kl_to_prior(model, params, z, mu, logvar)[0], mu=mu[0],
+               logvar=logvar[0], z=z[0])
+    if not model.prior_components:
+        out["kl_per_dim"] = elbo.kl_per_dim(mu, logvar)[0]
     if likelihood == "categorical":
         correct = jnp.argmax(logits_mu[0], axis=-1) == x
     else:
@@ -126,7 +129,7 @@ def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array,
     latents = analysis.edit_sweep(mu[:NUM_EDITED], dim, deltas)
     images = decode(latents.reshape(-1, mu.shape[1]))
     measured = jax.vmap(analysis.MEASURE_EDITED[name])(images).reshape(latents.shape[:2])
-    prior = decode(jax.random.normal(key, (NUM_PRIOR_SAMPLES, mu.shape[1])))
+    prior = decode(model.apply(params, key, NUM_PRIOR_SAMPLES, method="prior_sample"))
     out = {
         "latent/association": association,
         "latent/mutual_info_nats": mi,
@@ -156,7 +159,7 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
                             batch_size=config.eval_batch_size)
     mean = {k: v.mean(axis=0) for k, v in per_image.items()}
     num_pixels = math.prod(images.shape[1:3])
-    kl = mean["kl_per_dim"].sum()
+    kl = mean["kl"]
     out = {
         "test/recon_nats_per_image": mean["recon"],
         "test/kl_nats_per_image": kl,
@@ -173,7 +176,8 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
                                      info_noise_std(config))
     out.update({f"info/{k}": v for k, v in info.items()})
     out["info/kl_bits"] = kl / jnp.log(2.0)
-    out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
+    if "kl_per_dim" in mean:
+        out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
     out.update(latent_metrics(params, per_image["mu"], test, jax.random.fold_in(key, 1),
                               probe_key, config=config, model=model))
     return out
@@ -185,6 +189,8 @@ def iwae_metrics(params, images: jax.Array, key: jax.Array, *, config, model,
     one per K in ``ks``, and their gaps to the data's entropy floor where it is known."""
     likelihood = training.likelihood_name(config)
 
+    log_prior = lambda z: model.apply(params, z, method="prior_log_prob")
+
     def one(x, k):
         mu, logvar = model.apply(params, x[None], method="encode")
 
@@ -194,8 +200,8 @@ def iwae_metrics(params, images: jax.Array, key: jax.Array, *, config, model,
                                        jnp.broadcast_to(x, (z.shape[0], *x.shape)))
 
         return jnp.stack([elbo.importance_weighted_bound(
-            log_likelihood, mu[0], logvar[0], jax.random.fold_in(k, num), num, IWAE_CHUNK)
-            for num in ks])
+            log_likelihood, mu[0], logvar[0], jax.random.fold_in(k, num), num, IWAE_CHUNK,
+            log_prior) for num in ks])
 
     keys = jax.random.split(key, images.shape[0])
     bounds = jax.lax.map(lambda a: one(*a), (images, keys),
@@ -292,9 +298,10 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                         outdir / "reconstructions.png", "test inputs (top) and "
                         "reconstructions from the posterior mean (bottom)",
                         row_labels=["input", "recon"])
-    z_prior = jax.random.normal(key, (4, 8, d))
+    z_prior = model.apply(params, key, 32, method="prior_sample").reshape(4, 8, d)
+    prior_name = "the learned mixture prior" if model.prior_components else "N(0, I)"
     plotting.image_grid(decode_grid(z_prior), outdir / "prior_samples.png",
-                        "decoded samples z ~ N(0, I)")
+                        f"decoded samples z ~ {prior_name}")
     latents = analysis.traversal_latents(jnp.asarray(mu[0]),
                                          jnp.asarray(TRAVERSAL_VALUES, jnp.float32))
     plotting.image_grid(decode_grid(latents), outdir / "latent_traversal.png",
@@ -365,11 +372,12 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     metrics.update({k: float(v) for k, v in pixel_probes.items()})
     seed0 = take(per_seed, 0)
     draw_figures(config, params0, splits, outdir, workdir, key, seed0)
+    bits = {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
+            "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0]}
+    if "info/kl_per_dim_bits" in per_seed:  # the fixed N(0, I) prior's KL per dimension
+        bits["KL (upper bound)"] = per_seed["info/kl_per_dim_bits"][0]
     plotting.bits_per_dim(
-        {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
-         "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0],
-         "KL (upper bound)": per_seed["info/kl_per_dim_bits"][0]},
-        outdir / "bits_per_dim.png",
+        bits, outdir / "bits_per_dim.png",
         f"information per latent dimension (seed 0, sigma_n = {info_noise_std(config)})")
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,8 +1,9 @@
 """Flax linen convolutional VAEs, built from the config's ``model`` section.
 
 One module, ``ConvVAE``, covers both sources: the layer lists come from the config.
-Use it functionally: ``model.apply(params, x, method="encode")`` and
-``model.apply(params, z, method="decode")``.
+Use it functionally: ``model.apply(params, x, method="encode")``,
+``model.apply(params, z, method="decode")`` and, for the prior p(z),
+``method="prior_log_prob"`` and ``method="prior_sample"``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vaeshapes import data, layers
+from vaeshapes import data, elbo, layers
 
 CONV_IMPLS = {
     "patches": (layers.PatchConv, layers.PatchConvTranspose),
@@ -45,6 +46,8 @@ class ConvVAE(nn.Module):
       conv_impl: "patches" (matmuls over patches, fast on CPU), "rows" (matmuls over
         whole rows with banded weights, faster for small images) or "xla" (flax's
         nn.Conv / nn.ConvTranspose). Same function, same parameters.
+      prior_components: 0 for the fixed prior N(0, I); M > 0 for a learned mixture of M
+        diagonal Gaussians (means, log-variances and weights are parameters).
     """
 
     latent_dim: int
@@ -57,6 +60,7 @@ class ConvVAE(nn.Module):
     decoder_convs: Sequence[tuple[int, int]]
     conv_impl: str = "patches"
     decoder_dense: Sequence[int] = ()
+    prior_components: int = 0
 
     @property
     def out_channels(self) -> int:
@@ -75,6 +79,12 @@ class ConvVAE(nn.Module):
         self.fc_decode = nn.Dense(h * w * c)
         self.dec_convs = [conv_t(f, (3, 3), strides=(s, s)) for f, s in self.decoder_convs]
         self.dec_out = conv_t(self.out_channels, (3, 3))
+        if self.prior_components:
+            shape = (self.prior_components, self.latent_dim)
+            self.prior_means = self.param("prior_means", nn.initializers.normal(1.0), shape)
+            self.prior_logvars = self.param("prior_logvars", nn.initializers.zeros, shape)
+            self.prior_logits = self.param("prior_logits", nn.initializers.zeros,
+                                           (self.prior_components,))
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Images [B, H, W] (int classes) or [B, H, W, 1] (binary) -> mu, logvar [B, D]."""
@@ -107,6 +117,24 @@ class ConvVAE(nn.Module):
             h = nn.relu(conv(h))
         return self.dec_out(h)
 
+    def prior_log_prob(self, z: jax.Array) -> jax.Array:
+        """log p(z) of latents [..., D] -> [...]."""
+        chex.assert_axis_dimension(z, -1, self.latent_dim)
+        if not self.prior_components:
+            return elbo.standard_normal_log_prob(z)
+        log_weights = jax.nn.log_softmax(self.prior_logits)
+        per_component = elbo.log_normal(z[..., None, :], self.prior_means, self.prior_logvars)
+        return jax.nn.logsumexp(per_component + log_weights, axis=-1)
+
+    def prior_sample(self, key: jax.Array, num: int) -> jax.Array:
+        """``num`` draws from p(z): [num, D]."""
+        if not self.prior_components:
+            return jax.random.normal(key, (num, self.latent_dim))
+        k_component, k_noise = jax.random.split(key)
+        eps = jax.random.normal(k_noise, (num, self.latent_dim))
+        c = jax.random.categorical(k_component, self.prior_logits, shape=(num,))
+        return self.prior_means[c] + jnp.exp(0.5 * self.prior_logvars[c]) * eps
+
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Logits decoded from the posterior mean, with mu and logvar (used for init)."""
         mu, logvar = self.encode(x)
@@ -127,6 +155,7 @@ def build_model(config) -> ConvVAE:
         decoder_convs=tuple(tuple(c) for c in m.decoder_convs),
         conv_impl=m.conv_impl,
         decoder_dense=tuple(m.decoder_dense),
+        prior_components=m.prior_components,
     )
 
 

@@ -48,7 +48,7 @@ KNOWN_FIELDS = {
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
-              "decoder_dense"},
+              "decoder_dense", "prior_components"},
 }
 
 
@@ -73,7 +73,12 @@ def validate_config(config) -> None:
     _check_int(config, "data.num_val", 0)
     _check_int(config, "kl_warmup_epochs", 0)
     _check_int(config, "lr_warmup_epochs", 0)
+    _check_int(config, "model.prior_components", 0)
     _check_float(config, "free_bits", 0.0)
+    if config.free_bits and config.model.prior_components:
+        raise UserError(f"config.free_bits = {config.free_bits} needs the KL per latent "
+                        f"dimension, which the learned prior of config.model.prior_components "
+                        f"= {config.model.prior_components} does not have; set one to 0")
     _check_float(config, "grad_clip_norm", 0.0)
     _check_importance_samples(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
