@@ -14,6 +14,8 @@ def get_config():
     # 2015). After 200 epochs (800k images, one seed) test -IWAE-1000 was 11.06 nats
     # at K = 8, 11.34 at K = 3 and 11.90 on the ELBO (rect_best), but the ELBO itself
     # was 52, 19 and 13 nats: the encoder learns broad proposals, not a tight posterior.
+    # At full length (5 seeds, rect_best's mixture prior of 8192 Gaussians) -IWAE-1000
+    # is 10.09 nats, 0.27 from the floor, against 10.28 when trained on the ELBO.
     c.train_importance_samples = 8
     c.num_epochs = 1000  # 4.1M images; each step decodes 8x as many
     return c
