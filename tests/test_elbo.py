@@ -223,6 +223,33 @@ class _ToyMixturePriorModel(_ToyModel):
         return super().apply(params, x, method)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_log_normal_pairwise_matches_float64_for_narrow_and_wide_components(jit):
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(7), 4)
+    means = 2.0 * jax.random.normal(k1, (64, 5))
+    logvars = jax.random.uniform(k2, (64, 5), minval=-14.0, maxval=2.0)
+    # draws near chosen components, so the narrow ones are scored where they matter
+    picked = jax.random.randint(k3, (2, 3), 0, 64)
+    x = means[picked] + jnp.exp(0.5 * logvars[picked]) * jax.random.normal(k4, (2, 3, 5))
+    fn = jax.jit(elbo.log_normal_pairwise) if jit else elbo.log_normal_pairwise
+    got = fn(x, means, logvars)
+    chex.assert_shape(got, (2, 3, 64))
+    x64, m64, lv64 = (np.asarray(a, np.float64) for a in (x, means, logvars))
+    want = -0.5 * (np.log(2 * np.pi) + lv64 + (x64[..., None, :] - m64) ** 2 / np.exp(lv64)).sum(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    own = np.take_along_axis(np.asarray(got), np.asarray(picked)[..., None], -1)
+    np.testing.assert_allclose(own, np.take_along_axis(want, np.asarray(picked)[..., None], -1),
+                               atol=1e-4)  # where a narrow component's density is large
+
+    def total(f):
+        return lambda *a: jnp.sum(jax.nn.logsumexp(f(*a), axis=-1))
+
+    grads = jax.grad(total(fn), argnums=(0, 1, 2))(x, means, logvars)
+    broadcast = lambda x, m, lv: elbo.log_normal(x[..., None, :], m, lv)
+    chex.assert_trees_all_close(grads, jax.grad(total(broadcast), argnums=(0, 1, 2))(
+        x, means, logvars), rtol=1e-4, atol=1e-4)
+
+
 def test_learned_prior_kl_is_an_unbiased_estimate_of_the_closed_form():
     params = {"logvar": -0.7, "logits": jnp.arange(10.0) / 3, "prior_mean": 0.4,
               "prior_logvar": 0.6}

@@ -120,6 +120,22 @@ def log_normal(x: jax.Array, mean: jax.Array | float, logvar: jax.Array | float)
                           axis=-1)
 
 
+def log_normal_pairwise(x: jax.Array, means: jax.Array, logvars: jax.Array) -> jax.Array:
+    """log N(x; means[k], diag(exp(logvars[k]))) for every x [..., D] and every component k
+    of means, logvars [M, D]: -> [..., M]. Equal to ``log_normal(x[..., None, :], means,
+    logvars)``, but summed one dimension at a time over [..., M] arrays with the components
+    on the minor axis (10x faster on a CPU at M = 8192, D = 5, and its gradients with it;
+    ``benchmarks/prior_density.py``). The square is not expanded into matmuls: that
+    cancels catastrophically in float32 for narrow components."""
+    chex.assert_rank([means, logvars], 2)
+    chex.assert_equal_shape([means, logvars])
+    chex.assert_axis_dimension(x, -1, means.shape[1])
+    means_t, precisions_t = means.T, jnp.exp(-logvars.T)  # [D, M]
+    quad = sum(jnp.square(x[..., d, None] - means_t[d]) * precisions_t[d]
+               for d in range(means.shape[1]))
+    return -0.5 * (quad + jnp.sum(logvars, axis=-1) + means.shape[1] * jnp.log(2 * jnp.pi))
+
+
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
     """log N(z; 0, I): [..., D] -> [...]."""
     return log_normal(z, 0.0, 0.0)

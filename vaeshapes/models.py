@@ -123,7 +123,7 @@ class ConvVAE(nn.Module):
         if not self.prior_components:
             return elbo.standard_normal_log_prob(z)
         log_weights = jax.nn.log_softmax(self.prior_logits)
-        per_component = elbo.log_normal(z[..., None, :], self.prior_means, self.prior_logvars)
+        per_component = elbo.log_normal_pairwise(z, self.prior_means, self.prior_logvars)
         return jax.nn.logsumexp(per_component + log_weights, axis=-1)
 
     def prior_sample(self, key: jax.Array, num: int) -> jax.Array:
