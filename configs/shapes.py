@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.grad_clip_norm = 0.0  # > 0: gradients scaled down to at most this global norm
     c.train_importance_samples = 1  # K > 1: train on the IWAE bound with K samples per image
     c.train_elbo_encoder = False  # with K > 1: only the decoder on the IWAE bound (PIWAE)
+    c.train_only_prior = False  # with init_from: refit only the learned prior (prior_*)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"
@@ -57,4 +58,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.decoder_convs = ((64, 2), (32, 2))
     c.model.conv_impl = "patches"  # or "xla" (flax nn.Conv): same function, slower on CPU
     c.model.prior_components = 0  # 0: p(z) = N(0, I); M > 0: a learned mixture of M Gaussians
+    c.model.prior_type = "mixture"  # or "autoregressive": prod_d of 1-d mixtures (models.py)
+    c.model.prior_hidden = (256,)  # MLP widths of the autoregressive prior's conditionals
     return c

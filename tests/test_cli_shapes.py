@@ -13,7 +13,7 @@ SHAPES_TINY = ["--config.num_epochs=1", "--config.data.num_train=384",
 SHAPES_EVAL_KEYS = ("num_params", "test/bce_per_pixel", "test/bce_per_pixel_mean_z",
                     "test/kl_nats_per_image", "test/neg_elbo_nats_per_image",
                     "info/per_dim_bits", "info/total_bits", "info/kl_bits",
-                    "info/total_bits_mu", "latent/mig", "prior/valid_rate",
+                    "info/total_bits_mu", "latent/mig", "prior/valid_rate", "posterior/valid_rate",
                     "probe/class_acc_k1", "probe/class_acc_k1_pixels")
 SHAPES_FIGURES = ("manifold_z0_z1.png", "manifold_top2.png", "reconstructions.png",
                   "prior_samples.png", "latent_traversal.png", "latent_scatter.png",

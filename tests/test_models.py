@@ -87,6 +87,37 @@ def test_mixture_prior_adds_its_params_and_is_a_normalised_density():
         mean, abs=1e-4)
 
 
+def test_autoregressive_prior_is_a_normalised_density_that_its_samples_follow():
+    config = tiny_rect_config()
+    config.latent_dim, config.model.prior_components = 2, 3
+    config.model.prior_type, config.model.prior_hidden = "autoregressive", (8,)
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    prior = {k: v for k, v in params["params"].items() if k.startswith("prior_")}
+    # first factor: 3 logits, means, log-variances; z_2 | z_1: Dense(1 -> 8) + Dense(8 -> 9)
+    assert models.count_params(prior) == 3 * 3 + (8 + 8) + (8 * 9 + 9)
+    leaves, tree = jax.tree_util.tree_flatten(prior)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    perturbed = [leaf + 0.3 * jax.random.normal(k, leaf.shape)
+                 for leaf, k in zip(leaves, keys, strict=True)]
+    params["params"].update(jax.tree_util.tree_unflatten(tree, perturbed))  # z_2 | z_1 moves
+    axis = jnp.linspace(-10.0, 10.0, 801)
+    grid = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    log_p = jax.jit(lambda p, z: model.apply(p, z, method="prior_log_prob"))(params, grid)
+    chex.assert_shape(log_p, (801 * 801,))
+    mass = jnp.exp(log_p) * (axis[1] - axis[0]) ** 2
+    assert float(mass.sum()) == pytest.approx(1.0, abs=2e-3)
+    samples = model.apply(params, jax.random.PRNGKey(2), 40_000, method="prior_sample")
+    chex.assert_shape(samples, (40_000, 2))
+    for region in (lambda z: z[:, 0] > z[:, 1], lambda z: (z[:, 0] > 0) & (z[:, 1] < 0.5)):
+        assert float(region(samples).mean()) == pytest.approx(float(mass[region(grid)].sum()),
+                                                              abs=0.015)
+    # z_2's conditional moves with z_1
+    moved = model.apply(params, jnp.array([[-1.0, 0.0], [1.0, 0.0]]), method="prior_log_prob")
+    first = model.apply(params, jnp.array([[-1.0, 9.0], [1.0, 9.0]]), method="prior_log_prob")
+    assert float(jnp.abs((moved - first)[0] - (moved - first)[1])) > 1e-3
+
+
 def test_without_a_learned_prior_the_prior_is_the_standard_normal():
     config = tiny_rect_config()
     model = models.build_model(config)

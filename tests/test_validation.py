@@ -35,7 +35,7 @@ def test_keep_best_must_be_a_bool():
         validate_config(config)
 
 
-@pytest.mark.parametrize("field", ["encoder_dense", "decoder_dense"])
+@pytest.mark.parametrize("field", ["encoder_dense", "decoder_dense", "prior_hidden"])
 @pytest.mark.parametrize("widths", [(0,), (16, -1), (1.5,), "wide", (True,)])
 def test_dense_widths_must_be_positive_ints(field, widths):
     config = tiny_rect_config()
@@ -87,6 +87,28 @@ def test_prior_components_must_be_a_non_negative_int(value):
     del config.model["prior_components"]
     config.model.prior_components = value
     with pytest.raises(UserError, match="config.model.prior_components"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize("value", ["flow", "", 1])
+def test_prior_type_must_be_known(value):
+    config = tiny_rect_config()
+    del config.model["prior_type"]
+    config.model.prior_type = value
+    with pytest.raises(UserError, match="config.model.prior_type"):
+        validate_config(config)
+
+
+def test_train_only_prior_needs_a_learned_prior_and_a_trained_model():
+    config = tiny_rect_config()
+    config.train_only_prior = True
+    config.model.prior_components = 4
+    with pytest.raises(UserError, match="config.init_from"):
+        validate_config(config)
+    config.init_from = "runs/x"
+    validate_config(config)
+    config.model.prior_components = 0
+    with pytest.raises(UserError, match="config.model.prior_components > 0"):
         validate_config(config)
 
 

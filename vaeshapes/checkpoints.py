@@ -24,7 +24,9 @@ ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "lr_schedule": "constant", "lr_warmup_epochs": 0, "data.stream": False,
                 "sweep_betas": (), "model.decoder_dense": (),
                 "grad_clip_norm": 0.0, "train_importance_samples": 1,
-                "train_elbo_encoder": False, "model.prior_components": 0}
+                "train_elbo_encoder": False, "model.prior_components": 0,
+                "model.prior_type": "mixture", "model.prior_hidden": (256,),
+                "train_only_prior": False}
 
 
 def config_to_json_dict(config) -> dict:

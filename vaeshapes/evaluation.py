@@ -109,12 +109,14 @@ def edit_sign(mu: jax.Array, factors: jax.Array, name: str, dim: jax.Array) -> j
     return jnp.sign(analysis.pearson(mu, factors[:, edited])[dim])
 
 
-def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array,
+def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: jax.Array,
                    probe_key: jax.Array, *, config, model) -> dict:
     """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
-    (prior drawn with ``key``) and few-label probes (``probe_key``) of one replica, from the
-    test set's posterior means mu [N, D]."""
+    (prior drawn with ``key``), the validity of the test set's posterior samples z [N, D]
+    decoded, and few-label probes (``probe_key``) of one replica, from the test set's
+    posterior means mu [N, D]."""
     chex.assert_rank(mu, 2)
+    chex.assert_equal_shape([mu, z])
     name = config.data.name
     factors = factor_matrix(test, name)
     association = analysis.association_matrix(mu, factors, factor_num_values(name))
@@ -130,6 +132,7 @@ def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array,
     images = decode(latents.reshape(-1, mu.shape[1]))
     measured = jax.vmap(analysis.MEASURE_EDITED[name])(images).reshape(latents.shape[:2])
     prior = decode(model.apply(params, key, NUM_PRIOR_SAMPLES, method="prior_sample"))
+    valid_rate = lambda images: jax.vmap(analysis.IS_VALID_SAMPLE[name])(images).mean()
     out = {
         "latent/association": association,
         "latent/mutual_info_nats": mi,
@@ -142,7 +145,8 @@ def latent_metrics(params, mu: jax.Array, test: data.Split, key: jax.Array,
         "latent/edit_dim": dim,
         "latent/edit_spearman": jax.vmap(
             lambda m: analysis.spearman(sign * deltas, m))(measured).mean(),
-        "prior/valid_rate": jax.vmap(analysis.IS_VALID_SAMPLE[name])(prior).mean(),
+        "prior/valid_rate": valid_rate(prior),
+        "posterior/valid_rate": valid_rate(decode(z)),
     }
     out.update(probe_metrics(probe_key, mu, probe_labels(test, name), name))
     return out
@@ -178,7 +182,8 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
     out["info/kl_bits"] = kl / jnp.log(2.0)
     if "kl_per_dim" in mean:
         out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
-    out.update(latent_metrics(params, per_image["mu"], test, jax.random.fold_in(key, 1),
+    out.update(latent_metrics(params, per_image["mu"], per_image["z"], test,
+                              jax.random.fold_in(key, 1),
                               probe_key, config=config, model=model))
     return out
 
@@ -299,7 +304,7 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                         "reconstructions from the posterior mean (bottom)",
                         row_labels=["input", "recon"])
     z_prior = model.apply(params, key, 32, method="prior_sample").reshape(4, 8, d)
-    prior_name = "the learned mixture prior" if model.prior_components else "N(0, I)"
+    prior_name = f"the learned {model.prior_type} prior" if model.prior_components else "N(0, I)"
     plotting.image_grid(decode_grid(z_prior), outdir / "prior_samples.png",
                         f"decoded samples z ~ {prior_name}")
     latents = analysis.traversal_latents(jnp.asarray(mu[0]),

@@ -27,6 +27,31 @@ CONV_IMPLS = {
 }
 
 
+PRIOR_TYPES = ("mixture", "autoregressive")
+MIN_PRIOR_LOGVAR = -9.0  # the autoregressive prior's components: std >= 0.011
+
+
+class ConditionalMixture(nn.Module):
+    """An MLP from z_<d [..., d] to a 1-d mixture of ``components`` Gaussians over z_d:
+    logits, means and log-variances [..., components]. Its output layer starts at zero
+    weights, so every conditional starts as a fixed mixture (means ~ N(0, 1))."""
+
+    hidden: Sequence[int]
+    components: int
+
+    @nn.compact
+    def __call__(self, z_before: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        h = z_before
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        out = nn.Dense(3 * self.components, kernel_init=nn.initializers.zeros,
+                       bias_init=nn.initializers.normal(1.0))(h)
+        logits, means, raw_logvars = jnp.split(out, 3, axis=-1)
+        # a smooth floor: an MLP can otherwise drive a variance to 0 and the loss to NaN
+        logvars = MIN_PRIOR_LOGVAR + jax.nn.softplus(raw_logvars - MIN_PRIOR_LOGVAR)
+        return logits, means, logvars
+
+
 class ConvVAE(nn.Module):
     """Conv encoder -> (mu, logvar); dense + transposed-conv decoder -> logits.
 
@@ -46,8 +71,12 @@ class ConvVAE(nn.Module):
       conv_impl: "patches" (matmuls over patches, fast on CPU), "rows" (matmuls over
         whole rows with banded weights, faster for small images) or "xla" (flax's
         nn.Conv / nn.ConvTranspose). Same function, same parameters.
-      prior_components: 0 for the fixed prior N(0, I); M > 0 for a learned mixture of M
-        diagonal Gaussians (means, log-variances and weights are parameters).
+      prior_components: 0 for the fixed prior N(0, I); M > 0 for a learned prior of
+        ``prior_type`` with M components.
+      prior_type: "mixture": M diagonal Gaussians over z (means, log-variances and
+        weights are parameters); "autoregressive": p(z) = prod_d p(z_d | z_<d), each
+        factor a 1-d mixture of M Gaussians whose parameters an MLP with hidden widths
+        ``prior_hidden`` computes from z_<d (free parameters for z_1).
     """
 
     latent_dim: int
@@ -61,6 +90,12 @@ class ConvVAE(nn.Module):
     conv_impl: str = "patches"
     decoder_dense: Sequence[int] = ()
     prior_components: int = 0
+    prior_type: str = "mixture"
+    prior_hidden: Sequence[int] = ()
+
+    @property
+    def autoregressive_prior(self) -> bool:
+        return bool(self.prior_components) and self.prior_type == "autoregressive"
 
     @property
     def out_channels(self) -> int:
@@ -79,7 +114,13 @@ class ConvVAE(nn.Module):
         self.fc_decode = nn.Dense(h * w * c)
         self.dec_convs = [conv_t(f, (3, 3), strides=(s, s)) for f, s in self.decoder_convs]
         self.dec_out = conv_t(self.out_channels, (3, 3))
-        if self.prior_components:
+        if self.autoregressive_prior:
+            self.prior_first = self.param("prior_first", nn.initializers.normal(1.0),
+                                          (3, self.prior_components))
+            self.prior_conditionals = [ConditionalMixture(self.prior_hidden,
+                                                          self.prior_components)
+                                       for _ in range(1, self.latent_dim)]
+        elif self.prior_components:
             shape = (self.prior_components, self.latent_dim)
             self.prior_means = self.param("prior_means", nn.initializers.normal(1.0), shape)
             self.prior_logvars = self.param("prior_logvars", nn.initializers.zeros, shape)
@@ -122,6 +163,8 @@ class ConvVAE(nn.Module):
         chex.assert_axis_dimension(z, -1, self.latent_dim)
         if not self.prior_components:
             return elbo.standard_normal_log_prob(z)
+        if self.autoregressive_prior:
+            return sum(self._conditional_log_prob(z, d) for d in range(self.latent_dim))
         log_weights = jax.nn.log_softmax(self.prior_logits)
         per_component = elbo.log_normal_pairwise(z, self.prior_means, self.prior_logvars)
         return jax.nn.logsumexp(per_component + log_weights, axis=-1)
@@ -130,15 +173,49 @@ class ConvVAE(nn.Module):
         """``num`` draws from p(z): [num, D]."""
         if not self.prior_components:
             return jax.random.normal(key, (num, self.latent_dim))
+        if self.autoregressive_prior:
+            z = jnp.zeros((num, self.latent_dim))
+            for d, k in enumerate(jax.random.split(key, self.latent_dim)):
+                z = z.at[:, d].set(_sample_mixture_1d(k, *self._conditional(z[:, :d], d)))
+            return z
         k_component, k_noise = jax.random.split(key)
         eps = jax.random.normal(k_noise, (num, self.latent_dim))
         c = jax.random.categorical(k_component, self.prior_logits, shape=(num,))
         return self.prior_means[c] + jnp.exp(0.5 * self.prior_logvars[c]) * eps
 
+    def _conditional(self, z_before: jax.Array, d: int):
+        """The autoregressive prior's mixture over z_d given z_<d [..., d]: logits, means,
+        log-variances [..., M]."""
+        chex.assert_axis_dimension(z_before, -1, d)
+        if d == 0:
+            return tuple(jnp.broadcast_to(p, (*z_before.shape[:-1], self.prior_components))
+                         for p in self.prior_first)
+        return self.prior_conditionals[d - 1](z_before)
+
+    def _conditional_log_prob(self, z: jax.Array, d: int) -> jax.Array:
+        """log p(z_d | z_<d) of latents [..., D] -> [...]."""
+        logits, means, logvars = self._conditional(z[..., :d], d)
+        per_component = elbo.log_normal(z[..., d, None, None], means[..., None],
+                                        logvars[..., None])
+        return jax.nn.logsumexp(per_component + jax.nn.log_softmax(logits), axis=-1)
+
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Logits decoded from the posterior mean, with mu and logvar (used for init)."""
+        """Logits decoded from the posterior mean, with mu and logvar (used for init; it
+        scores mu under the prior so that init creates the prior's layers too)."""
         mu, logvar = self.encode(x)
+        self.prior_log_prob(mu)
         return self.decode(mu), mu, logvar
+
+
+def _sample_mixture_1d(key: jax.Array, logits: jax.Array, means: jax.Array,
+                       logvars: jax.Array) -> jax.Array:
+    """One draw from each 1-d mixture of logits, means, log-variances [N, M] -> [N]."""
+    chex.assert_rank(logits, 2)
+    chex.assert_equal_shape([logits, means, logvars])
+    k_component, k_noise = jax.random.split(key)
+    c = jax.random.categorical(k_component, logits)[:, None]
+    pick = lambda a: jnp.take_along_axis(a, c, axis=-1)[:, 0]
+    return pick(means) + jnp.exp(0.5 * pick(logvars)) * jax.random.normal(k_noise, c.shape[:1])
 
 
 def build_model(config) -> ConvVAE:
@@ -156,6 +233,8 @@ def build_model(config) -> ConvVAE:
         conv_impl=m.conv_impl,
         decoder_dense=tuple(m.decoder_dense),
         prior_components=m.prior_components,
+        prior_type=m.prior_type,
+        prior_hidden=tuple(m.prior_hidden),
     )
 
 

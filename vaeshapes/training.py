@@ -169,11 +169,17 @@ def replica_betas(config) -> np.ndarray:
 
 def make_optimizer(config) -> optax.GradientTransformation:
     """Adam at ``learning_rate(config)``; with ``grad_clip_norm`` > 0, gradients are first
-    scaled down to at most that global norm."""
-    adam = optax.adam(learning_rate(config))
+    scaled down to at most that global norm; with ``train_only_prior``, every parameter
+    but the learned prior's (``prior_*``) stays fixed."""
+    optimizer = optax.adam(learning_rate(config))
     if config.grad_clip_norm:
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
-    return adam
+        optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
+    if config.train_only_prior:
+        optimizer = optax.multi_transform(
+            {"train": optimizer, "fixed": optax.set_to_zero()},
+            lambda params: {"params": {name: "train" if name.startswith("prior_") else "fixed"
+                                       for name in params["params"]}})
+    return optimizer
 
 
 def likelihood_name(config) -> str:

@@ -44,11 +44,11 @@ KNOWN_FIELDS = {
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
-         "train_importance_samples", "train_elbo_encoder", "data", "model"},
+         "train_importance_samples", "train_elbo_encoder", "train_only_prior", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
-              "decoder_dense", "prior_components"},
+              "decoder_dense", "prior_components", "prior_type", "prior_hidden"},
 }
 
 
@@ -79,6 +79,11 @@ def validate_config(config) -> None:
         raise UserError(f"config.free_bits = {config.free_bits} needs the KL per latent "
                         f"dimension, which the learned prior of config.model.prior_components "
                         f"= {config.model.prior_components} does not have; set one to 0")
+    if _get(config, "train_only_prior") is True and not (config.model.prior_components
+                                                         and config.init_from):
+        raise UserError("config.train_only_prior = True refits the learned prior of a "
+                        "trained model: it needs config.model.prior_components > 0 and "
+                        "config.init_from (that model's workdir)")
     _check_float(config, "grad_clip_norm", 0.0)
     _check_importance_samples(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
@@ -102,10 +107,14 @@ def validate_config(config) -> None:
     if impl not in models.CONV_IMPLS:
         raise UserError(f"config.model.conv_impl = {impl!r}: must be one of "
                         f"{', '.join(models.CONV_IMPLS)}")
-    for field in ("model.encoder_dense", "model.decoder_dense"):
+    prior_type = _get(config, "model.prior_type")
+    if prior_type not in models.PRIOR_TYPES:
+        raise UserError(f"config.model.prior_type = {prior_type!r}: must be one of "
+                        f"{', '.join(models.PRIOR_TYPES)}")
+    for field in ("model.encoder_dense", "model.decoder_dense", "model.prior_hidden"):
         _check_widths(config, field)
     _check_decoder_output(config)
-    for field in ("keep_best", "data.stream", "train_elbo_encoder"):
+    for field in ("keep_best", "data.stream", "train_elbo_encoder", "train_only_prior"):
         if not isinstance(_get(config, field), bool):
             raise UserError(f"config.{field} = {_get(config, field)!r}: must be True or False")
     schedule = _get(config, "lr_schedule")
