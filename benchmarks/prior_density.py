@@ -2,7 +2,8 @@
 by side in one run.
 
     python benchmarks/prior_density.py [--components=512,2048,8192] [--repeats=20]
-        [--train_components=0,8192] [--train_batches=8] [--json=benchmarks/prior_density.json]
+        [--train_priors=none,mixture:8192,autoregressive:32] [--train_batches=8]
+        [--json=benchmarks/prior_density.json]
 
 1. The prior's log-density of a batch of 64 latents (D = 5, as rect_best) and its
    gradient, for each number of components M: the broadcast form
@@ -10,9 +11,10 @@ by side in one run.
    before) against ``log_normal_pairwise`` (the model's now). Median milliseconds of
    both, their ratio, and the largest difference of their values relative to max(1, |value|).
 2. Whole training epochs of ``configs/rect_best.py`` (timed on ``--train_batches``
-   batches, scaled to its 64), as train.py runs them, for each M in
-   ``--train_components``: with the pairwise density and with the broadcast one (M > 0),
-   the variants alternating so machine noise hits all of them.
+   batches, scaled to its 64), as train.py runs them, for each prior in
+   ``--train_priors`` (the autoregressive one with MLPs 256-256); a mixture with the
+   pairwise density and with the broadcast one. The variants alternate so machine noise
+   hits all of them; each is also given relative to the first.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from tests.conftest import load_config  # noqa: E402
 from vaeshapes import elbo, training  # noqa: E402
 
 _COMPONENTS = flags.DEFINE_list("components", ["512", "2048", "8192"], "M for part 1.")
-_TRAIN_COMPONENTS = flags.DEFINE_list("train_components", ["0", "8192"], "M for part 2.")
+_TRAIN_PRIORS = flags.DEFINE_list("train_priors",
+                                  ["none", "mixture:8192", "autoregressive:32"],
+                                  "Priors for part 2: none (N(0, I)) or <prior_type>:<M>.")
 _TRAIN_BATCHES = flags.DEFINE_integer("train_batches", 8, "Batches per timed epoch (part 2).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls of each variant (median).")
 _JSON = flags.DEFINE_string("json", "benchmarks/prior_density.json", "Where to write results.")
@@ -96,11 +100,15 @@ def density_row(num_components: int) -> dict:
                                                  / jnp.maximum(1.0, jnp.abs(values[0])))))
 
 
-def epoch_call(num_components: int, fn):
-    """A compiled chunk of one rect_best epoch (``_TRAIN_BATCHES`` batches), traced with
-    ``fn`` as the prior's density, as a zero-argument call."""
+def epoch_call(prior: str, fn):
+    """A compiled chunk of one rect_best epoch (``_TRAIN_BATCHES`` batches) with ``prior``
+    ("none", "mixture:M" or "autoregressive:M"), traced with ``fn`` as the mixture's
+    density, as a zero-argument call."""
     config = load_config("rect_best")
-    config.model.prior_components = num_components
+    kind, _, components = prior.partition(":")
+    config.model.prior_components = int(components or 0)
+    config.model.prior_type = kind if components else "mixture"
+    config.model.prior_hidden = (256, 256)
     config.data.num_train = config.batch_size * _TRAIN_BATCHES.value
     config.data.num_val = 0
     trainer = training.build_trainer(config)
@@ -119,17 +127,19 @@ def epoch_call(num_components: int, fn):
 
 
 def epoch_rows() -> list[dict]:
-    """Part 2: seconds per full rect_best epoch for each M and density."""
+    """Part 2: seconds per full rect_best epoch for each prior (and mixture density)."""
     calls = {}
-    for m in map(int, _TRAIN_COMPONENTS.value):
-        calls[(m, "pairwise")] = epoch_call(m, elbo.log_normal_pairwise)
-        if m:
-            calls[(m, "broadcast")] = epoch_call(m, broadcast_log_normal)
+    for prior in _TRAIN_PRIORS.value:
+        mixture = prior.startswith("mixture")
+        calls[(prior, "pairwise" if mixture else "-")] = epoch_call(
+            prior, elbo.log_normal_pairwise)
+        if mixture:
+            calls[(prior, "broadcast")] = epoch_call(prior, broadcast_log_normal)
     seconds = interleaved_medians(calls, _REPEATS.value)
     full_batches = load_config("rect_best").data.num_train // BATCH
     scale = full_batches / _TRAIN_BATCHES.value
-    return [dict(components=m, density=name, epoch_s=s * scale)
-            for (m, name), s in seconds.items()]
+    return [dict(prior=prior, density=name, epoch_s=s * scale)
+            for (prior, name), s in seconds.items()]
 
 
 def main(argv):
@@ -143,13 +153,13 @@ def main(argv):
         print(f"{m:>6} {row['broadcast_ms']:>12.2f} {row['pairwise_ms']:>11.2f} "
               f"{row['speedup']:>7.1f}x {row['max_rel_difference']:>12.1e}", flush=True)
     epochs = epoch_rows()
-    base = {r["components"]: r["epoch_s"] for r in epochs if r["density"] == "pairwise"}
+    base = epochs[0]["epoch_s"]
     print(f"\nrect_best training, s per epoch ({_TRAIN_BATCHES.value} batches timed)\n"
-          f"{'M':>6} {'density':>9} {'s / epoch':>9} {'vs pairwise':>11}")
+          f"{'prior':>18} {'density':>9} {'s / epoch':>9} {'vs first':>8}")
     for r in epochs:
-        r["vs_pairwise"] = r["epoch_s"] / base[r["components"]]
-        print(f"{r['components']:>6} {r['density']:>9} {r['epoch_s']:>9.3f} "
-              f"{r['vs_pairwise']:>10.2f}x")
+        r["vs_first"] = r["epoch_s"] / base
+        print(f"{r['prior']:>18} {r['density']:>9} {r['epoch_s']:>9.3f} "
+              f"{r['vs_first']:>7.2f}x")
     out = dict(machine=dict(platform=platform.platform(), jax=jax.__version__,
                             devices=[str(d) for d in jax.devices()]),
                density=densities, training=epochs)
