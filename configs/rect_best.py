@@ -1,5 +1,5 @@
 """The best rect model found with this code: source 000's data, MLPs around a 5-d z with a
-learned mixture prior, streaming.
+learned autoregressive prior, streaming.
 
     python train.py --config=configs/rect_best.py
     python eval.py --ckpt=runs/rect_best
@@ -37,10 +37,13 @@ def get_config():
     m.decoder_dense = (256,)
     m.decoder_dense_relu = True
     m.decoder_convs = ((8, 1),)
-    # A learned prior: a mixture of 8192 Gaussians over z, trained with the rest, fills
-    # the holes N(0, I) leaves between the encoded factors. 5 seeds at full length: M =
-    # 512 / 2048 / 8192 gave negative ELBO 11.63 / 11.31 / 11.01 nats (N(0, I): 12.53)
-    # and valid prior samples 71% / 77% / 83% (58%). Slow on a CPU (~3.5 h per seed on
-    # one core here; M = 512: 40-100 min), 2 min for 5 seeds on one H100 (README).
-    m.prior_components = 8192
+    # A learned autoregressive prior p(z) = prod_d p(z_d | z_<d), each factor a 1-d
+    # mixture of 32 Gaussians from an MLP (256-256) of z_<d, trained with the rest: it
+    # follows the aggregate posterior's holes and clusters. 4 seeds at full length:
+    # negative ELBO 10.59 +- 0.25 nats, valid prior samples 88% +- 5%, against 11.01 +-
+    # 0.05 and 83% for a mixture of 8192 Gaussians over z (5 seeds, the README), at ~1 s
+    # per epoch on one CPU core (the mixture: ~1.8 s).
+    m.prior_components = 32
+    m.prior_type = "autoregressive"
+    m.prior_hidden = (256, 256)
     return c
