@@ -186,8 +186,9 @@ def test_epoch_batches_is_a_permutation_without_the_remainder():
 def test_nonfinite_training_stops_with_a_clear_error(tmp_path):
     config = tiny_rect_config()
     config.learning_rate = 1e30
-    with pytest.raises(training.NonFiniteError, match="non-finite"):
+    with pytest.raises(training.NonFiniteError, match="non-finite") as error:
         training.train(config, tmp_path)
+    assert "config.grad_clip_norm" in str(error.value)  # the usual remedy is named
     assert not (tmp_path / "checkpoints").exists() or not any(
         (tmp_path / "checkpoints").iterdir())
 

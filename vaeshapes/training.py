@@ -602,7 +602,9 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
             raise NonFiniteError(
                 f"non-finite loss or parameters in epochs {epoch}..{epoch + n - 1} (first bad "
                 f"epoch {epoch + bad}); last good checkpoint: "
-                f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}")
+                f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}. "
+                f"If training diverged, lower config.learning_rate or clip gradients "
+                f"(config.grad_clip_norm, now {config.grad_clip_norm})")
         for i in range(n):
             if main and should_log(epoch + i, config):
                 record = sweep_record(epoch + i, {k: v[i] for k, v in metrics.items()},
