@@ -250,6 +250,26 @@ def test_log_normal_pairwise_matches_float64_for_narrow_and_wide_components(jit)
         x, means, logvars), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_log_normal_gradients_stay_finite_for_huge_variances(jit):
+    # an autoregressive prior's MLP can emit log-variances past float32's exp range (seen
+    # at 113 in a run that then diverged): such a component has density ~0 and must get a
+    # zero gradient, not inf / inf
+    means = jnp.array([[0.0], [1.0], [2.0]])
+    logvars = jnp.array([[0.0], [113.0], [-9.0]])
+    x = jnp.array([[0.5], [3.0]])
+
+    def total(x, means, logvars):
+        per_component = elbo.log_normal(x[:, None, :], means, logvars)
+        chex.assert_shape(per_component, (2, 3))
+        return jnp.sum(jax.nn.logsumexp(per_component, axis=-1))
+
+    fn = jax.jit(jax.grad(total, argnums=(0, 1, 2))) if jit else jax.grad(total, argnums=(0, 1, 2))
+    grads = fn(x, means, logvars)
+    chex.assert_tree_all_finite(grads)
+    chex.assert_trees_all_close(grads[1][1], jnp.zeros(1), atol=1e-30)
+
+
 def test_learned_prior_kl_is_an_unbiased_estimate_of_the_closed_form():
     params = {"logvar": -0.7, "logits": jnp.arange(10.0) / 3, "prior_mean": 0.4,
               "prior_logvar": 0.6}

@@ -115,8 +115,11 @@ def loss(terms: dict[str, jax.Array], beta: float | jax.Array,
 
 
 def log_normal(x: jax.Array, mean: jax.Array | float, logvar: jax.Array | float) -> jax.Array:
-    """log N(x; mean, diag(exp(logvar))), summed over the last axis: [..., D] -> [...]."""
-    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + jnp.square(x - mean) / jnp.exp(logvar),
+    """log N(x; mean, diag(exp(logvar))), summed over the last axis: [..., D] -> [...].
+
+    Scaled by the precision exp(-logvar), not divided by exp(logvar): where exp(logvar)
+    overflows, a division's gradient is inf / inf = NaN."""
+    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + jnp.square(x - mean) * jnp.exp(-logvar),
                           axis=-1)
 
 
