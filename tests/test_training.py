@@ -30,6 +30,11 @@ def test_train_writes_metrics_checkpoints_and_curves(trained):
     for key in ("train/loss_per_pixel", "train/recon_per_pixel", "train/kl_per_pixel"):
         assert all(np.isfinite(r[key]) for r in records)
         assert f"{key}/std" in records[0]  # two seeds
+        for r in records:
+            seeds = np.array(r["per_seed"][key])
+            chex.assert_shape(seeds, (2,))
+            np.testing.assert_allclose(seeds.mean(), r[key], rtol=1e-6)
+            np.testing.assert_allclose(seeds.std(), r[f"{key}/std"], rtol=1e-5, atol=1e-9)
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [2, 4]
     assert (workdir / "figures" / "training_curves.png").stat().st_size > 0
     chex.assert_shape(states.epoch, (2,))

@@ -67,8 +67,9 @@ def image_grid(rows: np.ndarray, path: Path, title: str = "",
 
 
 def training_curves(metrics_path: Path, path: Path) -> None:
-    """Per-pixel train (and val) loss, recon and KL against epoch, from metrics.jsonl;
-    in a beta sweep, one line per beta and split (``beta_<b>/`` records)."""
+    """Per-pixel train (and val) loss, recon and KL against epoch, from metrics.jsonl:
+    the mean over seeds with a +-1 std band and each seed as a thin line; in a beta
+    sweep, one line per beta and split (``beta_<b>/`` records)."""
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()
                if line.strip()]
     if not records:
@@ -83,10 +84,14 @@ def training_curves(metrics_path: Path, path: Path) -> None:
             key = f"{prefix}{split}/{term}_per_pixel"
             if key in records[0]:
                 mean = np.array([r[key] for r in records])
-                ax.plot(epochs, mean, label=f"{group.replace('_', ' = ')} {split}".strip())
+                (line,) = ax.plot(epochs, mean,
+                                  label=f"{group.replace('_', ' = ')} {split}".strip())
                 if f"{key}/std" in records[0]:
                     std = np.array([r[f"{key}/std"] for r in records])
                     ax.fill_between(epochs, mean - std, mean + std, alpha=0.3)
+                if not group and key in records[0].get("per_seed", {}):
+                    seeds = np.array([r["per_seed"][key] for r in records])  # [epochs, seeds]
+                    ax.plot(epochs, seeds, color=line.get_color(), lw=0.5, alpha=0.5)
         ax.set_title(f"{term} (nats per pixel)")
         ax.set_xlabel("epoch")
         ax.set_yscale("log")

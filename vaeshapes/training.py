@@ -382,10 +382,11 @@ def chunk_epochs(config) -> int:
 def epoch_record(epoch: int, metrics: dict[str, np.ndarray], num_pixels: int) -> dict:
     """A metrics.jsonl record from one epoch's per-seed metrics (nats per image in).
 
-    Means over seeds under the plain keys (``/std`` beside them with several seeds);
-    recon/kl/loss also per pixel.
+    Means over seeds under the plain keys; with several seeds, ``/std`` beside them and
+    every seed's value under ``per_seed``; recon/kl/loss also per pixel.
     """
     record: dict[str, Any] = {"epoch": epoch}
+    per_seed: dict[str, list[float]] = {}
     for name, values in sorted(metrics.items()):
         values = np.asarray(values, np.float64)
         split, term = name.split("/")
@@ -398,6 +399,9 @@ def epoch_record(epoch: int, metrics: dict[str, np.ndarray], num_pixels: int) ->
             record[key] = float(v.mean())
             if v.size > 1:
                 record[f"{key}/std"] = float(v.std())
+                per_seed[key] = v.tolist()
+    if per_seed:
+        record["per_seed"] = per_seed
     return record
 
 
@@ -409,7 +413,8 @@ def sweep_record(epoch: int, metrics: dict[str, np.ndarray], num_pixels: int, co
         seeds = slice(b * config.num_seeds, (b + 1) * config.num_seeds)
         group = epoch_record(epoch, {k: np.asarray(v)[seeds] for k, v in metrics.items()},
                              num_pixels)
-        record.update({f"beta_{beta:g}/{k}": v for k, v in group.items() if k != "epoch"})
+        record.update({f"beta_{beta:g}/{k}": v for k, v in group.items()
+                       if k not in ("epoch", "per_seed")})
     return record
 
 
