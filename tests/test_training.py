@@ -13,11 +13,11 @@ from vaeshapes import checkpoints, data, elbo, models, rng, training
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny 2-seed run (4 epochs, checkpoints at 2 and 4, a validation split), shared by
-    several tests."""
+    """One tiny 2-seed run (4 epochs, checkpoints at 2 and 4, a validation split, rollback
+    on so its fallback state is checkpointed too), shared by several tests."""
     config = tiny_rect_config()
     config.num_seeds = 2
-    config.data.num_val = 32
+    config.data.num_val, config.rollback_nats = 32, 0.5
     workdir = tmp_path_factory.mktemp("run")
     states = training.train(config, workdir)
     return config, workdir, states
@@ -79,27 +79,27 @@ def test_checkpoint_round_trip_gives_identical_state(trained):
 
 def test_resume_continues_at_the_right_epoch_and_matches(trained, tmp_path):
     config, _, states = trained
-    short = tiny_rect_config()
-    short.num_seeds = 2
-    short.data.num_val = 32
+    short = config.copy_and_resolve_references()
     short.num_epochs = 2
     training.train(short, tmp_path)
     resumed = training.train(config, tmp_path)  # same workdir, 4 epochs: resumes at 2
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     chex.assert_trees_all_equal(resumed.params, states.params)
+    chex.assert_trees_all_equal(resumed.fallback, states.fallback)
 
 
-def test_checkpoint_written_before_keep_best_existed_still_loads(trained, tmp_path):
+def test_checkpoint_written_before_added_fields_existed_still_loads(trained, tmp_path):
     config, _, states = trained
     old = tiny_rect_config()
     old.num_seeds = 2
-    del old["keep_best"]  # a config from before the field was added
+    del old["keep_best"], old["rollback_nats"]  # a config from before they were added
+    states = states.replace(fallback=None)  # and a state from before rollback
     mngr = checkpoints.manager(tmp_path / "checkpoints")
     checkpoints.save(mngr, 4, states, old)
     mngr.close()
     loaded, restored, epoch, _ = training.load_checkpoint(tmp_path)
-    assert epoch == 4 and loaded.keep_best is True
+    assert epoch == 4 and loaded.keep_best is True and loaded.rollback_nats == 0.0
     chex.assert_trees_all_equal(restored, states)
 
 
@@ -266,3 +266,53 @@ def test_training_aids_train_and_a_cosine_run_cannot_change_length(tmp_path):
     longer.num_epochs = 3
     with pytest.raises(training.UserError, match="num_epochs"):
         training.train(longer, tmp_path)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_roll_back_if_worse_restores_params_and_moments_but_keeps_counts(jit):
+    config = tiny_rect_config()
+    config.rollback_nats = 1.0
+    model, optimizer = models.build_model(config), training.make_optimizer(config)
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    roll = training.roll_back_if_worse
+    roll = jax.jit(roll) if jit else roll
+    best = roll(training.init_state(config, model, optimizer, *keys), jnp.float32(5.0), 1.0)
+    assert float(best.fallback.val_loss) == 5.0  # the first epoch sets the fallback
+    grads = jax.tree_util.tree_map(jnp.ones_like, best.params)
+    updates, opt_state = optimizer.update(grads, best.opt_state, best.params)
+    moved = best.replace(params=optax.apply_updates(best.params, updates), opt_state=opt_state)
+
+    within = roll(moved, jnp.float32(5.9), 1.0)  # worse, but within the tolerance
+    chex.assert_trees_all_equal(within.params, moved.params)
+    chex.assert_trees_all_equal(within.fallback, best.fallback)
+    for bad in (6.1, jnp.nan):
+        back = roll(moved, jnp.float32(bad), 1.0)
+        chex.assert_trees_all_equal(back.params, best.params)
+        floats, counts = ([leaf for leaf in jax.tree_util.tree_leaves(s.opt_state)
+                           if jnp.issubdtype(leaf.dtype, jnp.floating) == want]
+                          for s, want in ((best, True), (moved, False)))
+        chex.assert_trees_all_equal([leaf for leaf in jax.tree_util.tree_leaves(back.opt_state)
+                                     if jnp.issubdtype(leaf.dtype, jnp.floating)], floats)
+        chex.assert_trees_all_equal([leaf for leaf in jax.tree_util.tree_leaves(back.opt_state)
+                                     if not jnp.issubdtype(leaf.dtype, jnp.floating)], counts)
+        assert [int(c) for c in counts] == [1]  # Adam's count went on
+        assert int(back.fallback.rollbacks) == 1
+        assert float(back.fallback.val_loss) == 5.0
+    lower = roll(moved, jnp.float32(4.0), 1.0)
+    chex.assert_trees_all_equal(lower.fallback.params, moved.params)
+    assert float(lower.fallback.val_loss) == 4.0 and int(lower.fallback.rollbacks) == 0
+
+
+def test_rollback_recovers_from_divergence_across_a_resume(tmp_path):
+    config = tiny_rect_config()
+    config.data.num_val, config.rollback_nats = 32, 0.5
+    config.learning_rate = 1e30  # every epoch diverges: each rolls back to the start
+    short = config.copy_and_resolve_references()
+    short.num_epochs = 2
+    training.train(short, tmp_path)
+    states = training.train(config, tmp_path)  # resumes at 2 with the checkpointed fallback
+    fresh = training.init_states(config, models.build_model(config),
+                                 training.make_optimizer(config))
+    chex.assert_trees_all_equal(states.params, fresh.params)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/rollbacks"] for r in records] == [1, 2, 3, 4]

@@ -52,6 +52,17 @@ class TrainState:
     params: Any
     opt_state: Any
     key: jax.Array  # uint32 [2]: the replica's training key; draws fold in epoch/step
+    fallback: Any = None  # Fallback with config.rollback_nats > 0, else None
+
+
+@flax.struct.dataclass
+class Fallback:
+    """A replica's state at its lowest validation loss so far (``roll_back_if_worse``)."""
+
+    params: Any
+    opt_state: Any
+    val_loss: jax.Array  # float32 []: nats per image (beta-weighted); inf before epoch 1
+    rollbacks: jax.Array  # int32 []: rollbacks so far
 
 
 class NonFiniteError(RuntimeError):
@@ -190,8 +201,14 @@ def init_state(config, model, optimizer, init_key: jax.Array,
                train_key: jax.Array) -> TrainState:
     """Fresh state for one replica."""
     params = models.init_params(model, config, init_key)
+    opt_state = optimizer.init(params)
+    fallback = None
+    if config.rollback_nats:
+        fallback = Fallback(*jax.tree_util.tree_map(jnp.copy, (params, opt_state)),
+                            val_loss=jnp.array(jnp.inf, jnp.float32),
+                            rollbacks=jnp.zeros((), jnp.int32))
     return TrainState(epoch=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
-                      params=params, opt_state=optimizer.init(params), key=train_key)
+                      params=params, opt_state=opt_state, key=train_key, fallback=fallback)
 
 
 def init_states(config, model, optimizer) -> TrainState:
@@ -291,6 +308,35 @@ def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, m
     return {name: v.sum() / n for name, v in sums.items()}
 
 
+def roll_back_if_worse(state: TrainState, val_loss: jax.Array,
+                       tolerance: float | jax.Array) -> TrainState:
+    """``state`` after an epoch with validation loss ``val_loss`` (nats per image, []):
+    back to its fallback's params and Adam moments if the loss exceeds the fallback's by
+    more than ``tolerance`` or is not finite (epoch, step counts and key go on, so fresh
+    batches follow); else the fallback becomes this state if the loss is its lowest yet."""
+    chex.assert_shape(val_loss, ())
+    fallback = state.fallback
+    worse = ~(val_loss <= fallback.val_loss + tolerance)  # NaN is worse
+    better = val_loss < fallback.val_loss
+
+    def pick(cond, new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+    def restore_floats(current, saved):  # integer leaves are optimiser step counts
+        return jnp.where(worse, saved, current) if jnp.issubdtype(current.dtype,
+                                                                   jnp.floating) else current
+
+    fallback = Fallback(params=pick(better, state.params, fallback.params),
+                        opt_state=pick(better, state.opt_state, fallback.opt_state),
+                        val_loss=jnp.where(better, val_loss, fallback.val_loss),
+                        rollbacks=fallback.rollbacks + worse.astype(jnp.int32))
+    return state.replace(
+        params=pick(worse, state.fallback.params, state.params),
+        opt_state=jax.tree_util.tree_map(restore_floats, state.opt_state,
+                                         state.fallback.opt_state),
+        fallback=fallback)
+
+
 def epoch_train_split(config, train: data.SplitKeys, epoch_key: jax.Array) -> data.SplitKeys:
     """The epoch's training images: the fixed split, or with ``data.stream`` as many fresh
     ones, drawn from the replica's epoch key."""
@@ -317,6 +363,9 @@ def run_epoch(state: TrainState, beta: jax.Array, train: data.SplitKeys,
                                config=config, model=model, mesh=mesh)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["val/loss"] = val["recon"] + beta * val["kl"]
+        if state.fallback is not None:
+            state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_nats)
+            metrics["train/rollbacks"] = state.fallback.rollbacks
     return state.replace(epoch=state.epoch + 1), metrics
 
 
@@ -475,10 +524,25 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
-def first_nonfinite_epoch(metrics: dict[str, np.ndarray], params) -> int | None:
+def rolled_back(metrics: dict[str, np.ndarray], before: np.ndarray | None) -> np.ndarray:
+    """[epochs, replicas]: whether each replica rolled back after each epoch of a chunk,
+    from the running counts ``train/rollbacks`` and the counts ``before`` it [replicas]
+    (all False without rollback)."""
+    loss = metrics["train/loss"]
+    if "train/rollbacks" not in metrics:
+        return np.zeros(loss.shape, bool)
+    counts = np.asarray(metrics["train/rollbacks"])
+    chex.assert_shape(counts, loss.shape)
+    return np.diff(counts, axis=0, prepend=before[None]) > 0
+
+
+def first_nonfinite_epoch(metrics: dict[str, np.ndarray], params,
+                          recovered: np.ndarray | None = None) -> int | None:
     """Index (within a chunk) of the first epoch whose train loss [epochs, seeds] is not
-    finite, 0 if only the parameters are, None if everything is finite."""
-    finite_loss = np.isfinite(metrics["train/loss"]).all(axis=1)
+    finite, except where ``recovered`` [epochs, seeds] (rolled back from it); 0 if only the
+    parameters are not finite; None if everything is finite."""
+    finite = np.isfinite(metrics["train/loss"])
+    finite_loss = (finite if recovered is None else finite | recovered).all(axis=1)
     if finite_loss.all() and bool(_all_finite(params)):
         return None
     return int(np.argmax(~finite_loss))
@@ -598,11 +662,20 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
         log = MetricsLog(workdir / "metrics.jsonl", epoch)
         progress = Progress(config.num_epochs, epoch)
     last_saved = mngr.latest_step()
+    rollbacks = (None if states.fallback is None
+                 else np.asarray(jax.device_get(states.fallback.rollbacks)))
     while epoch < config.num_epochs:
         n = min(chunk_epochs(config), config.num_epochs - epoch)
         states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
-        bad = first_nonfinite_epoch(metrics, states.params)
+        back = rolled_back(metrics, rollbacks)
+        for i, r in zip(*np.nonzero(back), strict=True):
+            say(f"Epoch {epoch + i}: replica {r} rolled back to its best state (val loss "
+                f"{metrics['val/loss'][i, r]:.2f} nats per image, over its best by more "
+                f"than config.rollback_nats = {config.rollback_nats})")
+        if rollbacks is not None:
+            rollbacks = metrics["train/rollbacks"][-1]
+        bad = first_nonfinite_epoch(metrics, states.params, back)
         if bad is not None:
             raise NonFiniteError(
                 f"non-finite loss or parameters in epochs {epoch}..{epoch + n - 1} (first bad "
