@@ -39,8 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train_importance_samples = 1  # K > 1: train on the IWAE bound with K samples per image
     c.train_elbo_encoder = False  # with K > 1: only the decoder on the IWAE bound (PIWAE)
     c.train_only_prior = False  # with init_from: refit only the learned prior (prior_*)
-    c.rollback_nats = 0.0  # > 0: a replica whose val loss (nats per image) exceeds its best
-    # by more goes back to its best params and Adam moments (needs data.num_val > 0)
+    c.rollback_tolerance = 0.0  # > 0: a replica whose val loss exceeds its best times 1 + this
+    # goes back to its best params and Adam moments (needs data.num_val > 0)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "rect"

@@ -123,10 +123,10 @@ def test_learned_prior_refuses_free_bits():
 
 def test_rollback_needs_a_non_negative_tolerance_and_a_validation_split():
     config = tiny_rect_config()
-    config.rollback_nats = -1.0
-    with pytest.raises(UserError, match="config.rollback_nats = -1.0: must be"):
+    config.rollback_tolerance = -1.0
+    with pytest.raises(UserError, match="config.rollback_tolerance = -1.0: must be"):
         validate_config(config)
-    config.rollback_nats = 1.0
+    config.rollback_tolerance = 1.0
     with pytest.raises(UserError, match=r"config.data.num_val > 0"):
         validate_config(config)
     config.data.num_val = 32

@@ -52,7 +52,7 @@ class TrainState:
     params: Any
     opt_state: Any
     key: jax.Array  # uint32 [2]: the replica's training key; draws fold in epoch/step
-    fallback: Any = None  # Fallback with config.rollback_nats > 0, else None
+    fallback: Any = None  # Fallback with config.rollback_tolerance > 0, else None
 
 
 @flax.struct.dataclass
@@ -203,7 +203,7 @@ def init_state(config, model, optimizer, init_key: jax.Array,
     params = models.init_params(model, config, init_key)
     opt_state = optimizer.init(params)
     fallback = None
-    if config.rollback_nats:
+    if config.rollback_tolerance:
         fallback = Fallback(*jax.tree_util.tree_map(jnp.copy, (params, opt_state)),
                             val_loss=jnp.array(jnp.inf, jnp.float32),
                             rollbacks=jnp.zeros((), jnp.int32))
@@ -311,12 +311,12 @@ def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, m
 def roll_back_if_worse(state: TrainState, val_loss: jax.Array,
                        tolerance: float | jax.Array) -> TrainState:
     """``state`` after an epoch with validation loss ``val_loss`` (nats per image, []):
-    back to its fallback's params and Adam moments if the loss exceeds the fallback's by
-    more than ``tolerance`` or is not finite (epoch, step counts and key go on, so fresh
+    back to its fallback's params and Adam moments if the loss exceeds the fallback's
+    times 1 + ``tolerance`` or is not finite (epoch, step counts and key go on, so fresh
     batches follow); else the fallback becomes this state if the loss is its lowest yet."""
     chex.assert_shape(val_loss, ())
     fallback = state.fallback
-    worse = ~(val_loss <= fallback.val_loss + tolerance)  # NaN is worse
+    worse = ~(val_loss <= fallback.val_loss * (1 + tolerance))  # NaN is worse
     better = val_loss < fallback.val_loss
 
     def pick(cond, new, old):
@@ -364,7 +364,7 @@ def run_epoch(state: TrainState, beta: jax.Array, train: data.SplitKeys,
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["val/loss"] = val["recon"] + beta * val["kl"]
         if state.fallback is not None:
-            state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_nats)
+            state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_tolerance)
             metrics["train/rollbacks"] = state.fallback.rollbacks
     return state.replace(epoch=state.epoch + 1), metrics
 
@@ -669,10 +669,6 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
         states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
         back = rolled_back(metrics, rollbacks)
-        for i, r in zip(*np.nonzero(back), strict=True):
-            say(f"Epoch {epoch + i}: replica {r} rolled back to its best state (val loss "
-                f"{metrics['val/loss'][i, r]:.2f} nats per image, over its best by more "
-                f"than config.rollback_nats = {config.rollback_nats})")
         if rollbacks is not None:
             rollbacks = metrics["train/rollbacks"][-1]
         bad = first_nonfinite_epoch(metrics, states.params, back)
@@ -681,9 +677,15 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
                 f"non-finite loss or parameters in epochs {epoch}..{epoch + n - 1} (first bad "
                 f"epoch {epoch + bad}); last good checkpoint: "
                 f"{mngr.directory / str(last_saved) if last_saved is not None else 'none'}. "
-                f"If training diverged, lower config.learning_rate or clip gradients "
-                f"(config.grad_clip_norm, now {config.grad_clip_norm})")
+                f"If training diverged, lower config.learning_rate, clip gradients "
+                f"(config.grad_clip_norm, now {config.grad_clip_norm}) or roll back bad "
+                f"epochs (config.rollback_tolerance, now {config.rollback_tolerance})")
         for i in range(n):
+            for r in np.flatnonzero(back[i]):
+                say(f"Epoch {epoch + i}: replica {r} rolled back to its best state (val loss "
+                    f"{metrics['val/loss'][i, r]:.2f} nats per image, more than "
+                    f"1 + config.rollback_tolerance = {1 + config.rollback_tolerance:g} "
+                    f"times its best)")
             if main and should_log(epoch + i, config):
                 record = sweep_record(epoch + i, {k: v[i] for k, v in metrics.items()},
                                       num_pixels, config)

@@ -44,7 +44,7 @@ KNOWN_FIELDS = {
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
-         "train_importance_samples", "train_elbo_encoder", "train_only_prior", "rollback_nats",
+         "train_importance_samples", "train_elbo_encoder", "train_only_prior", "rollback_tolerance",
          "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
@@ -86,10 +86,11 @@ def validate_config(config) -> None:
                         "trained model: it needs config.model.prior_components > 0 and "
                         "config.init_from (that model's workdir)")
     _check_float(config, "grad_clip_norm", 0.0)
-    _check_float(config, "rollback_nats", 0.0)
-    if config.rollback_nats and not config.data.num_val:
-        raise UserError(f"config.rollback_nats = {config.rollback_nats} compares validation "
-                        f"losses: it needs a validation split (config.data.num_val > 0)")
+    _check_float(config, "rollback_tolerance", 0.0)
+    if config.rollback_tolerance and not config.data.num_val:
+        raise UserError(f"config.rollback_tolerance = {config.rollback_tolerance} compares "
+                        f"validation losses: it needs a validation split "
+                        f"(config.data.num_val > 0)")
     _check_importance_samples(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
