@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from tests.conftest import tiny_rect_config
-from vaeshapes import checkpoints, data, elbo, models, rng, training
+from vaeshapes import checkpoints, data, elbo, models, plotting, rng, training
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +316,5 @@ def test_rollback_recovers_from_divergence_across_a_resume(tmp_path):
     chex.assert_trees_all_equal(states.params, fresh.params)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/rollbacks"] for r in records] == [1, 2, 3, 4]
+    assert plotting.rollback_epochs(records) == [0, 1, 2, 3]  # marked in the curves
+    assert (tmp_path / "figures" / "training_curves.png").stat().st_size > 0

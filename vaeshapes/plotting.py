@@ -66,10 +66,20 @@ def image_grid(rows: np.ndarray, path: Path, title: str = "",
     _save(fig, path)
 
 
+def rollback_epochs(records: list[dict]) -> list[int]:
+    """Epochs of the metrics.jsonl records by which some replica's rollback count rose."""
+    if "train/rollbacks" not in records[0]:
+        return []
+    counts = np.array([r["train/rollbacks"] for r in records])  # the mean over replicas
+    rose = np.diff(counts, prepend=0.0) > 0
+    return [r["epoch"] for r, up in zip(records, rose, strict=True) if up]
+
+
 def training_curves(metrics_path: Path, path: Path) -> None:
     """Per-pixel train (and val) loss, recon and KL against epoch, from metrics.jsonl:
     the mean over seeds with a +-1 std band and each seed as a thin line; in a beta
-    sweep, one line per beta and split (``beta_<b>/`` records)."""
+    sweep, one line per beta and split (``beta_<b>/`` records); a dotted grey line at each
+    logged epoch by which a replica rolled back (``train/rollbacks`` rose)."""
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()
                if line.strip()]
     if not records:
@@ -79,11 +89,13 @@ def training_curves(metrics_path: Path, path: Path) -> None:
                     key=lambda g: float(g[len("beta_"):])) or [""]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for ax, term in zip(axes, ("loss", "recon", "kl"), strict=True):
+        positive = False  # a log axis needs a value > 0 (a diverged run logs only NaN)
         for group, split in itertools.product(groups, ("train", "val")):
             prefix = f"{group}/" if group else ""
             key = f"{prefix}{split}/{term}_per_pixel"
             if key in records[0]:
                 mean = np.array([r[key] for r in records])
+                positive |= bool(np.any(mean > 0))
                 (line,) = ax.plot(epochs, mean,
                                   label=f"{group.replace('_', ' = ')} {split}".strip())
                 if f"{key}/std" in records[0]:
@@ -92,9 +104,11 @@ def training_curves(metrics_path: Path, path: Path) -> None:
                 if not group and key in records[0].get("per_seed", {}):
                     seeds = np.array([r["per_seed"][key] for r in records])  # [epochs, seeds]
                     ax.plot(epochs, seeds, color=line.get_color(), lw=0.5, alpha=0.5)
+        for epoch in rollback_epochs(records):
+            ax.axvline(epoch, color="grey", ls=":", lw=0.8)
         ax.set_title(f"{term} (nats per pixel)")
         ax.set_xlabel("epoch")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if positive else "linear")
         ax.legend(fontsize=7)
     _save(fig, path)
 
