@@ -38,7 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train_elbo_encoder = False  # with K > 1: only the decoder on the IWAE bound (PIWAE)
     c.train_only_prior = False  # with init_from: refit only the learned prior (prior_*)
     c.rollback_tolerance = 0.0  # > 0: a replica whose val loss exceeds its best times 1 + this
-    # goes back to its best params and Adam moments (needs data.num_val > 0)
+    # for rollback_patience epochs in a row (or is not finite) goes back to its best params and
+    # Adam moments (needs data.num_val > 0)
+    c.rollback_patience = 50  # rect_best's brief spikes above 1.2x its best recover within
+    # 40 epochs (README); a replica that is stuck does not
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"

@@ -302,6 +302,15 @@ def test_roll_back_if_worse_restores_params_and_moments_but_keeps_counts(jit):
     chex.assert_trees_all_equal(lower.fallback.params, moved.params)
     assert float(lower.fallback.val_loss) == 4.0 and int(lower.fallback.rollbacks) == 0
 
+    once = roll(moved, jnp.float32(6.1), 0.2, 2)  # with patience 2: one epoch above is a spike
+    chex.assert_trees_all_equal(once.params, moved.params)
+    assert int(once.fallback.epochs_above) == 1 and int(once.fallback.rollbacks) == 0
+    assert int(roll(once, jnp.float32(5.5), 0.2, 2).fallback.epochs_above) == 0  # recovered
+    twice = roll(once, jnp.float32(6.1), 0.2, 2)  # the second in a row rolls back
+    chex.assert_trees_all_equal(twice.params, best.params)
+    assert int(twice.fallback.epochs_above) == 0 and int(twice.fallback.rollbacks) == 1
+    assert int(roll(moved, jnp.float32(jnp.nan), 0.2, 2).fallback.rollbacks) == 1  # at once
+
 
 def test_rollback_recovers_from_divergence_across_a_resume(tmp_path):
     config = tiny_rect_config()

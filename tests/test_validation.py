@@ -121,7 +121,7 @@ def test_learned_prior_refuses_free_bits():
         validate_config(config)
 
 
-def test_rollback_needs_a_non_negative_tolerance_and_a_validation_split():
+def test_rollback_needs_a_valid_tolerance_patience_and_validation_split():
     config = tiny_rect_config()
     config.rollback_tolerance = -1.0
     with pytest.raises(UserError, match="config.rollback_tolerance = -1.0: must be"):
@@ -131,3 +131,6 @@ def test_rollback_needs_a_non_negative_tolerance_and_a_validation_split():
         validate_config(config)
     config.data.num_val = 32
     validate_config(config)
+    config.rollback_patience = 0
+    with pytest.raises(UserError, match="config.rollback_patience"):
+        validate_config(config)

@@ -26,7 +26,8 @@ ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "grad_clip_norm": 0.0, "train_importance_samples": 1,
                 "train_elbo_encoder": False, "model.prior_components": 0,
                 "model.prior_type": "mixture", "model.prior_hidden": (256,),
-                "train_only_prior": False, "rollback_tolerance": 0.0}
+                "train_only_prior": False, "rollback_tolerance": 0.0,
+                "rollback_patience": 50}
 
 
 def config_to_json_dict(config) -> dict:

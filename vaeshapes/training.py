@@ -63,6 +63,7 @@ class Fallback:
     opt_state: Any
     val_loss: jax.Array  # float32 []: nats per image (beta-weighted); inf before epoch 1
     rollbacks: jax.Array  # int32 []: rollbacks so far
+    epochs_above: jax.Array  # int32 []: consecutive epochs above the tolerance, up to now
 
 
 class NonFiniteError(RuntimeError):
@@ -206,7 +207,8 @@ def init_state(config, model, optimizer, init_key: jax.Array,
     if config.rollback_tolerance:
         fallback = Fallback(*jax.tree_util.tree_map(jnp.copy, (params, opt_state)),
                             val_loss=jnp.array(jnp.inf, jnp.float32),
-                            rollbacks=jnp.zeros((), jnp.int32))
+                            rollbacks=jnp.zeros((), jnp.int32),
+                            epochs_above=jnp.zeros((), jnp.int32))
     return TrainState(epoch=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
                       params=params, opt_state=opt_state, key=train_key, fallback=fallback)
 
@@ -308,15 +310,18 @@ def validation_terms(params, split: data.SplitKeys, key: jax.Array, *, config, m
     return {name: v.sum() / n for name, v in sums.items()}
 
 
-def roll_back_if_worse(state: TrainState, val_loss: jax.Array,
-                       tolerance: float | jax.Array) -> TrainState:
+def roll_back_if_worse(state: TrainState, val_loss: jax.Array, tolerance: float | jax.Array,
+                       patience: int | jax.Array = 1) -> TrainState:
     """``state`` after an epoch with validation loss ``val_loss`` (nats per image, []):
-    back to its fallback's params and Adam moments if the loss exceeds the fallback's
-    times 1 + ``tolerance`` or is not finite (epoch, step counts and key go on, so fresh
-    batches follow); else the fallback becomes this state if the loss is its lowest yet."""
+    back to its fallback's params and Adam moments if the loss is not finite, or has
+    exceeded the fallback's times 1 + ``tolerance`` for ``patience`` epochs in a row
+    (epoch, step counts and key go on, so fresh batches follow); else the fallback becomes
+    this state if the loss is its lowest yet."""
     chex.assert_shape(val_loss, ())
     fallback = state.fallback
-    worse = ~(val_loss <= fallback.val_loss * (1 + tolerance))  # NaN is worse
+    above = ~(val_loss <= fallback.val_loss * (1 + tolerance))  # NaN is above
+    epochs_above = jnp.where(above, fallback.epochs_above + 1, 0)
+    worse = ~jnp.isfinite(val_loss) | (epochs_above >= patience)
     better = val_loss < fallback.val_loss
 
     def pick(cond, new, old):
@@ -329,7 +334,8 @@ def roll_back_if_worse(state: TrainState, val_loss: jax.Array,
     fallback = Fallback(params=pick(better, state.params, fallback.params),
                         opt_state=pick(better, state.opt_state, fallback.opt_state),
                         val_loss=jnp.where(better, val_loss, fallback.val_loss),
-                        rollbacks=fallback.rollbacks + worse.astype(jnp.int32))
+                        rollbacks=fallback.rollbacks + worse.astype(jnp.int32),
+                        epochs_above=jnp.where(worse, 0, epochs_above))
     return state.replace(
         params=pick(worse, state.fallback.params, state.params),
         opt_state=jax.tree_util.tree_map(restore_floats, state.opt_state,
@@ -364,7 +370,8 @@ def run_epoch(state: TrainState, beta: jax.Array, train: data.SplitKeys,
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["val/loss"] = val["recon"] + beta * val["kl"]
         if state.fallback is not None:
-            state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_tolerance)
+            state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_tolerance,
+                                       config.rollback_patience)
             metrics["train/rollbacks"] = state.fallback.rollbacks
     return state.replace(epoch=state.epoch + 1), metrics
 
@@ -683,9 +690,10 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
         for i in range(n):
             for r in np.flatnonzero(back[i]):
                 say(f"Epoch {epoch + i}: replica {r} rolled back to its best state (val loss "
-                    f"{metrics['val/loss'][i, r]:.2f} nats per image, more than "
+                    f"{metrics['val/loss'][i, r]:.2f} nats per image; non-finite, or above "
                     f"1 + config.rollback_tolerance = {1 + config.rollback_tolerance:g} "
-                    f"times its best)")
+                    f"times its best for config.rollback_patience = "
+                    f"{config.rollback_patience} epochs)")
             if main and should_log(epoch + i, config):
                 record = sweep_record(epoch + i, {k: v[i] for k, v in metrics.items()},
                                       num_pixels, config)

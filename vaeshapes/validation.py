@@ -45,7 +45,7 @@ KNOWN_FIELDS = {
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
          "train_importance_samples", "train_elbo_encoder", "train_only_prior", "rollback_tolerance",
-         "data", "model"},
+         "rollback_patience", "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
@@ -87,6 +87,7 @@ def validate_config(config) -> None:
                         "config.init_from (that model's workdir)")
     _check_float(config, "grad_clip_norm", 0.0)
     _check_float(config, "rollback_tolerance", 0.0)
+    _check_int(config, "rollback_patience", 1)
     if config.rollback_tolerance and not config.data.num_val:
         raise UserError(f"config.rollback_tolerance = {config.rollback_tolerance} compares "
                         f"validation losses: it needs a validation split "
