@@ -16,7 +16,9 @@ long). The projected run = seconds per epoch x num_epochs.
 
 Each row runs in its own process, because the CPU layout is fixed when JAX starts:
 ``split`` does what train.py does (``parallel.split_cpu_cores``: replicas that divide
-over the cores train one core each), ``one`` keeps one CPU device using every core.
+over the cores train one core each), ``data`` does what ``train.py --split_cpu_batch``
+does (the cores the replicas leave idle take a share of every batch), ``one`` keeps one
+CPU device using every core.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from vaeshapes import models, parallel, training  # noqa: E402
 _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.")
 _IMPLS = flags.DEFINE_list("impls", [], "conv_impl values to compare (empty: the config's).")
 _LAYOUTS = flags.DEFINE_list("cpu_layouts", ["split"],
-                             "split: as train.py (parallel.split_cpu_cores); one: one device.")
-flags.register_validator("cpu_layouts", lambda v: set(v) <= {"split", "one"},
-                         "--cpu_layouts takes split and/or one")
+                             "split: as train.py (parallel.split_cpu_cores); data: as "
+                             "train.py --split_cpu_batch; one: one device.")
+flags.register_validator("cpu_layouts", lambda v: set(v) <= {"split", "data", "one"},
+                         "--cpu_layouts takes split, data and/or one")
 _ROW = flags.DEFINE_string("row", "", "Internal: measure one row (config,impl,layout,seeds).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8"], "num_seeds values to compare.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row (median reported).")
@@ -118,8 +121,9 @@ def measure_row(row: str) -> None:
     """Child process: sets the CPU layout, measures, prints the row as JSON."""
     name, impl, layout, seeds = row.split(",")
     config = row_config(name, impl, int(seeds))
-    if layout == "split":
-        parallel.split_cpu_cores(training.num_replicas(config))
+    if layout in ("split", "data"):
+        parallel.split_cpu_cores(training.num_replicas(config), config.batch_size,
+                                 split_batch=layout == "data")
     print(json.dumps(dict(measure(config), config=name)))
 
 

@@ -66,11 +66,14 @@ def free_port() -> int:
 def runs(tmp_path_factory):
     """Final params of: 1 device in this process (2 seeds), 4 devices in one process
     (2 seeds: a 2 x 2 seeds-by-data mesh), train.py's own CPU layout (2 seeds: one core
-    each where there are 2 cores), and 2 processes with 1 device each (1 seed: the batch
+    each where there are 2 cores), the same with ``--split_cpu_batch`` (1 seed: the
+    batch split over the cores), and 2 processes with 1 device each (1 seed: the batch
     split across processes), all started together."""
     tmp = tmp_path_factory.mktemp("parallel")
     four = start(train_command(tmp / "four"), devices=4)
     split = start(train_command(tmp / "split"), devices=None)
+    split_batch = start(train_command(tmp / "split_batch", num_seeds=1) + ["--split_cpu_batch"],
+                        devices=None)
     address = f"localhost:{free_port()}"
     procs = [start(train_command(tmp / "two_procs", num_seeds=1) + [
         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
@@ -78,12 +81,12 @@ def runs(tmp_path_factory):
     config = config_for()
     single = training.train(config, tmp / "single")
     outputs = {"four": finish(four), "split": finish(split), "proc0": finish(procs[0]),
-               "proc1": finish(procs[1])}
+               "proc1": finish(procs[1]), "split_batch": finish(split_batch)}
     load = lambda name: training.load_checkpoint(tmp / name)[1].params
     init = training.init_states(config, models.build_model(config),
                                 training.make_optimizer(config)).params
     return dict(single=single.params, four=load("four"), split=load("split"),
-                two_procs=load("two_procs"),
+                two_procs=load("two_procs"), split_batch=load("split_batch"),
                 init=init, outputs=outputs, tmp=tmp)
 
 
@@ -103,9 +106,22 @@ def test_replicas_split_over_cores_match_one_device(runs):
                                 atol=PARAM_ATOL, rtol=0)
 
 
+def first_replica(params):
+    return jax.tree_util.tree_map(lambda p: np.asarray(p)[:1], params)
+
+
+def test_batch_split_over_idle_cores_matches_one_device(runs):
+    cores = parallel.cpu_device_count(1, parallel.cpu_cores(), OVERRIDES["batch_size"],
+                                      split_batch=True)
+    assert (f"1 replica(s) on {cores} cpu device(s): 1 for seeds x {cores} for data"
+            in runs["outputs"]["split_batch"])
+    chex.assert_trees_all_close(runs["split_batch"], first_replica(runs["single"]),
+                                atol=PARAM_ATOL, rtol=0)
+
+
 def test_two_processes_match_one_process(runs):
-    replica0 = jax.tree_util.tree_map(lambda p: np.asarray(p)[:1], runs["single"])
-    chex.assert_trees_all_close(runs["two_procs"], replica0, atol=PARAM_ATOL, rtol=0)
+    chex.assert_trees_all_close(runs["two_procs"], first_replica(runs["single"]),
+                                atol=PARAM_ATOL, rtol=0)
 
 
 def test_only_process_zero_writes_logs(runs):
@@ -131,6 +147,16 @@ def test_batch_must_divide_over_the_data_axis(batch_size, mesh_shape, ok):
     else:
         with pytest.raises(parallel.UserError, match="does not divide over the"):
             parallel.check_batch_divides(batch_size, mesh_shape)
+
+
+@pytest.mark.parametrize("replicas, cores, batch_size, split_batch, devices", [
+    (2, 2, 32, False, 2), (8, 2, 32, False, 2), (1, 2, 32, False, 1), (5, 2, 32, False, 1),
+    (3, 4, 32, False, 1), (6, 4, 32, False, 2),
+    (1, 2, 32, True, 2), (5, 2, 32, True, 2), (2, 2, 32, True, 2), (6, 4, 32, True, 4),
+    (1, 2, 31, True, 1), (2, 4, 31, True, 2), (1, 4, 30, True, 1), (2, 4, 30, True, 4)])
+def test_cpu_devices_split_replicas_then_batches(replicas, cores, batch_size, split_batch,
+                                                 devices):
+    assert parallel.cpu_device_count(replicas, cores, batch_size, split_batch) == devices
 
 
 def test_drawn_batches_are_the_split_images_at_those_indices():

@@ -56,9 +56,10 @@ def quiet_logs() -> None:
 
 
 def run_train(config, workdir: str | None, distributed: dict | None = None,
-              split_cpu: bool = True) -> int:
+              split_cpu: bool = True, split_cpu_batch: bool = False) -> int:
     """Trains; ``distributed`` holds ``parallel.initialize_distributed``'s arguments;
-    ``split_cpu``: ``parallel.split_cpu_cores`` (single-process runs only)."""
+    ``split_cpu``, ``split_cpu_batch``: ``parallel.split_cpu_cores`` and its
+    ``split_batch`` (single-process runs only)."""
     from vaeshapes import parallel, training
     from vaeshapes.validation import UserError, validate_config
 
@@ -70,7 +71,8 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
         validate_config(config)
         joined = parallel.initialize_distributed(**(distributed or {}))
         if split_cpu and not joined:
-            parallel.split_cpu_cores(training.num_replicas(config))
+            parallel.split_cpu_cores(training.num_replicas(config), config.batch_size,
+                                     split_cpu_batch)
         training.train(config, workdir)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)

@@ -53,11 +53,24 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def split_cpu_cores(num_replicas: int) -> int:
+def cpu_device_count(num_replicas: int, cores: int, batch_size: int = 1,
+                     split_batch: bool = False) -> int:
+    """Single-threaded CPU devices to make: as many as divide both the replicas and the
+    cores (one replica group per core); with ``split_batch``, every core, the ones the
+    replicas leave idle taking a share of each batch, when the batch divides over them."""
+    devices = math.gcd(num_replicas, cores)
+    if split_batch and batch_size % (cores // devices) == 0:
+        return cores
+    return devices
+
+
+def split_cpu_cores(num_replicas: int, batch_size: int = 1, split_batch: bool = False) -> int:
     """Call before JAX starts its backends. When the replicas divide over several cores,
     makes one single-threaded CPU device per core, so replicas train side by side, one
     core each (XLA:CPU otherwise splits every small op over all cores, which costs more
-    than it gains). Returns the number of CPU devices it asked for (1: nothing changed).
+    than it gains); ``split_batch``: also the cores they leave idle, each with a share of
+    every batch (``cpu_device_count``; ``make_mesh`` puts them on ``data``). Returns the
+    number of CPU devices it asked for (1: nothing changed).
 
     Leaves alone a device count already set (XLA_FLAGS, JAX_NUM_CPU_DEVICES) and a JAX
     that has already started. Only the CPU backend is affected: on a GPU/TPU host the
@@ -66,7 +79,7 @@ def split_cpu_cores(num_replicas: int) -> int:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or "JAX_NUM_CPU_DEVICES" in os.environ:
         return 1
-    devices = math.gcd(num_replicas, cpu_cores())
+    devices = cpu_device_count(num_replicas, cpu_cores(), batch_size, split_batch)
     if devices == 1:
         return 1
     try:
