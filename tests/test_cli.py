@@ -98,6 +98,8 @@ def test_rerun_in_same_workdir_resumes_without_retraining(rect_run):
     ("train.py", ["--config=configs/rect.py", "--config.model.conv_impl=cuda"], "conv_impl"),
     ("train.py", ["--config=configs/rect.py", "--config.keep_best=maybe"], "keep_best"),
     ("train.py", ["--config=configs/rect.py", "--config.sweep_betas=(1,1)"], "sweep_betas"),
+    ("train.py", ["--config=configs/rect.py", "--nosplit_cpu", "--split_cpu_batch"],
+     "--split_cpu_batch"),
     ("train.py", ["--config=configs/rect.py", "--num_processes=2", "--process_id=0"],
      "cannot join the multi-process run"),
     ("eval.py", ["--ckpt=/nonexistent/run"], "no such file"),

@@ -66,6 +66,9 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
     quiet_logs()
     if config is None:
         return _fail("--config is required, e.g. --config=configs/rect.py", EXIT_USER_ERROR)
+    if split_cpu_batch and not split_cpu:
+        return _fail("--split_cpu_batch splits the cores that --split_cpu leaves idle; drop "
+                     "--nosplit_cpu or --split_cpu_batch", EXIT_USER_ERROR)
     workdir = Path(workdir) if workdir else Path("runs") / str(config.get("name", "run"))
     try:
         validate_config(config)
