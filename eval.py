@@ -1,4 +1,5 @@
-"""Evaluates a checkpoint: ``python eval.py --ckpt=<workdir or step dir> [--outdir=DIR]``."""
+"""Evaluates a checkpoint: ``python eval.py --ckpt=<workdir or step dir> [--outdir=DIR]
+[--iwae_ks=1,100,1000] [--figure_seed=0]``."""
 
 from absl import app, flags
 
@@ -11,11 +12,13 @@ _OUTDIR = flags.DEFINE_string("outdir", None, "Where metrics.json and figures go
 _IWAE_KS = flags.DEFINE_list("iwae_ks", None, "Importance samples K of the test "
                              "log-likelihood bounds, e.g. 1,100,1000 (default: rect "
                              "1,100,1000; shapes 1,10).")
+_FIGURE_SEED = flags.DEFINE_integer("figure_seed", 0, "The replica (seed index, of each "
+                                   "beta in a sweep) whose figures and features.csv are drawn.")
 
 
 def main(argv):
     del argv
-    return cli.run_eval(_CKPT.value, _OUTDIR.value, _IWAE_KS.value)
+    return cli.run_eval(_CKPT.value, _OUTDIR.value, _IWAE_KS.value, _FIGURE_SEED.value)
 
 
 if __name__ == "__main__":

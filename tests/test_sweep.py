@@ -65,6 +65,19 @@ def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_pa
     assert curve["rate_kl_bits"][1] < curve["rate_kl_bits"][0]
     assert (tmp_path / "eval" / "rate_distortion.png").stat().st_size > 0
 
+    # --figure_seed: the other replica's figures and features; metrics unchanged.
+    evaluation.evaluate(tmp_path, tmp_path / "eval1", iwae_ks=(1,), figure_seed=1)
+    for beta in ("0.1", "10"):
+        seed0, seed1 = (json.loads((tmp_path / d / f"beta_{beta}" / "metrics.json").read_text())
+                        for d in ("eval", "eval1"))
+        assert seed0 == seed1
+        features = [(tmp_path / d / f"beta_{beta}" / "features.csv").read_text()
+                    for d in ("eval", "eval1")]
+        assert features[0].splitlines()[0] == features[1].splitlines()[0]
+        assert features[0] != features[1]
+    with pytest.raises(UserError, match="--figure_seed=2: the run has 2 seed"):
+        evaluation.evaluate(tmp_path, tmp_path / "eval2", iwae_ks=(1,), figure_seed=2)
+
 
 def test_rate_distortion_of_a_noisy_sweep_carries_the_channel_estimates(tmp_path):
     keys = ("test/recon_nats_per_image", "info/kl_bits", "info/total_bits",

@@ -88,7 +88,8 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
     return 0
 
 
-def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = None) -> int:
+def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = None,
+             figure_seed: int = 0) -> int:
     from vaeshapes import evaluation
     from vaeshapes.validation import UserError
 
@@ -102,8 +103,11 @@ def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = N
             return _fail(f"--iwae_ks={','.join(iwae_ks)}: must be positive integers, e.g. "
                          "1,100,1000", EXIT_USER_ERROR)
         ks = tuple(int(k) for k in iwae_ks)
+    if figure_seed < 0:
+        return _fail(f"--figure_seed={figure_seed}: must be a seed index, 0 or more",
+                     EXIT_USER_ERROR)
     try:
-        metrics = evaluation.evaluate(ckpt, outdir, ks)
+        metrics = evaluation.evaluate(ckpt, outdir, ks, figure_seed)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)
     for key, value in metrics.items():

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaeshapes import analysis, checkpoints, data, elbo, models, plotting, rng, training
+from vaeshapes.validation import UserError
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 7)
 MANIFOLD_VALUES = np.linspace(-1.5, 1.5, 10)  # the source's 2-D manifold grid
@@ -279,8 +280,8 @@ def write_features_csv(path: Path, split: data.Split, data_name: str, mu: np.nda
 
 
 def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.Array,
-                 seed0: dict) -> None:
-    """Every figure of one replica (``seed0``: its metrics), and its features CSV."""
+                 shown: dict) -> None:
+    """Every figure of one replica (``shown``: its metrics), and its features CSV."""
     model = models.build_model(config)
     decode = jax.jit(lambda z: analysis.display_images(
         model.apply(params, z, method="decode")))
@@ -313,7 +314,7 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                         "each latent dimension swept over [-3, 3], others at a test "
                         "image's posterior mean", row_labels=[f"z{i}" for i in range(d)],
                         col_labels=[f"{t:+.0f}" for t in TRAVERSAL_VALUES])
-    top2 = tuple(analysis.most_informative_dims(jnp.asarray(seed0["info/per_dim_bits_mu"])))
+    top2 = tuple(analysis.most_informative_dims(jnp.asarray(shown["info/per_dim_bits_mu"])))
     grid_values = jnp.asarray(MANIFOLD_VALUES, jnp.float32)
     for dims, file in (((0, 1), "manifold_z0_z1.png"), (top2, "manifold_top2.png")):
         plotting.image_grid(
@@ -327,32 +328,32 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
     plotting.latent_scatter(mu[:, list(top2)], labels, label_names, top2,
                             outdir / "latent_scatter.png",
                             colours=plotting.RECT_PALETTE if name == "rect" else None)
-    draw_latent_analysis(config, decode_grid, test, mu, outdir, seed0)
+    draw_latent_analysis(config, decode_grid, test, mu, outdir, shown)
 
 
 def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, outdir: Path,
-                         seed0: dict) -> None:
+                         shown: dict) -> None:
     """Factor association heatmaps and scatters, constant-norm edits, interpolations."""
     name = config.data.name
     factor_names = data.ANALYSIS_FACTORS[name]
-    entropy = np.asarray(seed0["latent/factor_entropy_nats"])[:, None]
+    entropy = np.asarray(shown["latent/factor_entropy_nats"])[:, None]
     plotting.factor_heatmaps(
-        {"association (correlation ratio / |Pearson r|)": seed0["latent/association"],
-         "MI / H(factor)": np.asarray(seed0["latent/mutual_info_nats"]) / entropy},
+        {"association (correlation ratio / |Pearson r|)": shown["latent/association"],
+         "MI / H(factor)": np.asarray(shown["latent/mutual_info_nats"]) / entropy},
         factor_names, outdir / "factor_association.png")
-    factor_dim = np.asarray(seed0["latent/factor_dim"]).astype(int)
+    factor_dim = np.asarray(shown["latent/factor_dim"]).astype(int)
     factors = factor_matrix(test, name)
     plotting.factor_scatter(np.asarray(factors), mu, factor_dim,
                             factor_names, outdir / "factor_dims.png")
     edited = data.EDIT_FACTOR[name]
     shortest = np.argsort(np.asarray(test.factors[edited][:NUM_EDITED]), kind="stable")[:4]
-    dim = int(seed0["latent/edit_dim"])
+    dim = int(shown["latent/edit_dim"])
     sign = float(edit_sign(jnp.asarray(mu), factors, name, dim))
     sweep = analysis.edit_sweep(jnp.asarray(mu[shortest]), dim,
                                 jnp.asarray(sign * EDIT_DELTAS, jnp.float32))
     plotting.image_grid(decode_grid(sweep), outdir / "latent_edit.png",
                         f"z{dim} edited at constant |z|, columns: delta towards larger "
-                        f"{edited}; Spearman {float(seed0['latent/edit_spearman']):+.2f}",
+                        f"{edited}; Spearman {float(shown['latent/edit_spearman']):+.2f}",
                         col_labels=[f"{v:+.1f}" for v in EDIT_DELTAS])
     pairs = jnp.asarray(mu[:8]).reshape(4, 2, -1)
     paths = jax.vmap(lambda p: analysis.interpolation_latents(p[0], p[1],
@@ -362,12 +363,14 @@ def draw_latent_analysis(config, decode_grid, test: data.Split, mu: np.ndarray, 
 
 
 def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: dict,
-           outdir: Path, workdir: Path, key: jax.Array) -> dict:
-    """Summarised metrics (``header`` first) and figures of one run's replicas (``params``
-    and ``per_seed`` metrics with a leading seed axis); writes ``outdir/metrics.json``."""
+           outdir: Path, workdir: Path, key: jax.Array, figure_seed: int = 0) -> dict:
+    """Summarised metrics (``header`` first) of one run's replicas (``params`` and
+    ``per_seed`` metrics with a leading seed axis) and the figures of replica
+    ``figure_seed``; writes ``outdir/metrics.json``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    params0 = take(params, 0)
-    metrics = dict(header, num_seeds=config.num_seeds, num_params=models.count_params(params0))
+    shown_params = take(params, figure_seed)
+    metrics = dict(header, num_seeds=config.num_seeds,
+                   num_params=models.count_params(shown_params))
     metrics["info/noise_std"] = info_noise_std(config)
     floor = data.entropy_floor_nats(config.data)
     if floor is not None:
@@ -375,15 +378,16 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     metrics.update(summarise(per_seed))
     name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
     metrics.update({k: float(v) for k, v in pixel_probes.items()})
-    seed0 = take(per_seed, 0)
-    draw_figures(config, params0, splits, outdir, workdir, key, seed0)
-    bits = {"source estimate Var(z)": per_seed["info/per_dim_bits"][0],
-            "Var(mu) / (E[sigma^2] + sigma_n^2)": per_seed["info/per_dim_bits_mu"][0]}
-    if "info/kl_per_dim_bits" in per_seed:  # the fixed N(0, I) prior's KL per dimension
-        bits["KL (upper bound)"] = per_seed["info/kl_per_dim_bits"][0]
+    shown = take(per_seed, figure_seed)
+    draw_figures(config, shown_params, splits, outdir, workdir, key, shown)
+    bits = {"source estimate Var(z)": shown["info/per_dim_bits"],
+            "Var(mu) / (E[sigma^2] + sigma_n^2)": shown["info/per_dim_bits_mu"]}
+    if "info/kl_per_dim_bits" in shown:  # the fixed N(0, I) prior's KL per dimension
+        bits["KL (upper bound)"] = shown["info/kl_per_dim_bits"]
     plotting.bits_per_dim(
         bits, outdir / "bits_per_dim.png",
-        f"information per latent dimension (seed 0, sigma_n = {info_noise_std(config)})")
+        f"information per latent dimension (seed {figure_seed}, "
+        f"sigma_n = {info_noise_std(config)})")
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -417,14 +421,18 @@ def rate_distortion(per_beta: dict[str, dict], noisy: bool) -> dict:
 
 
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
-             iwae_ks: tuple[int, ...] | None = None) -> dict:
+             iwae_ks: tuple[int, ...] | None = None, figure_seed: int = 0) -> dict:
     """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``.
 
     A beta sweep gets one sub-folder per beta (``beta_<b>/``, a plain run's metrics and
     figures for its seeds) and, at the top, the rate-distortion summary and plot.
-    ``iwae_ks``: importance samples of the likelihood bounds (default IWAE_KS[dataset]).
+    ``iwae_ks``: importance samples of the likelihood bounds (default IWAE_KS[dataset]);
+    ``figure_seed``: the replica (of each beta) whose figures and features CSV are drawn.
     """
     config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
+    if not 0 <= figure_seed < config.num_seeds:
+        raise UserError(f"--figure_seed={figure_seed}: the run has {config.num_seeds} "
+                        f"seed(s), 0..{config.num_seeds - 1}")
     workdir = ckpt_dir.parent
     default = "eval" if ckpt_dir.name == checkpoints.CHECKPOINT_DIR else f"eval_{ckpt_dir.name}"
     outdir = Path(outdir) if outdir else workdir / default
@@ -446,7 +454,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
         splits["test"], probe_key, config.data.name)
     header = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch}
     run = partial(report, splits=splits, pixel_probes=pixel_probes, header=header,
-                  workdir=workdir, key=jax.random.fold_in(eval_key, 1))
+                  workdir=workdir, key=jax.random.fold_in(eval_key, 1),
+                  figure_seed=figure_seed)
     if not config.sweep_betas:
         return run(config, states.params, per_replica, outdir=outdir)
     per_beta = {}
