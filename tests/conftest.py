@@ -2,11 +2,35 @@
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# JAX's persistent compilation cache, shared by this test run's processes (both xdist
+# workers, and the train.py / eval.py subprocesses through the environment): a program
+# that several tests compile (the same tiny config, a second evaluate) compiles once.
+# The process that creates it (pytest itself, not an xdist worker, which inherits it
+# through the environment) removes it at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaeshapes-test-jax-cache-")
+CACHE_DIR = Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+jax.config.update("jax_compilation_cache_dir", str(CACHE_DIR))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session):
+    """Removes the compilation cache this process created."""
+    if _OWN_CACHE:
+        shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
 def load_config(name: str):
@@ -32,13 +56,3 @@ def tiny_rect_config():
 @pytest.fixture
 def rect_config():
     return tiny_rect_config()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-    """Lets the test subprocesses (train.py, eval.py) share JAX's persistent compilation
-    cache, so each compiles a given program once per test session. Set after this process
-    imported JAX, so only subprocesses use it."""
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

@@ -94,7 +94,7 @@ def test_rerun_in_same_workdir_resumes_without_retraining(rect_run):
     ("train.py", ["--config=configs/rect.py", "--config.model.num_classes=3"], "num_classes"),
     ("train.py", [], "--config"),
     ("train.py", ["--config=configs/shapes.py", "--config.init_from=/nonexistent"],
-     "no such file"),
+     "config.init_from=/nonexistent: no such file"),
     ("train.py", ["--config=configs/rect.py", "--config.model.conv_impl=cuda"], "conv_impl"),
     ("train.py", ["--config=configs/rect.py", "--config.keep_best=maybe"], "keep_best"),
     ("train.py", ["--config=configs/rect.py", "--config.sweep_betas=(1,1)"], "sweep_betas"),

@@ -84,20 +84,21 @@ def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):
     return stored.state
 
 
-def locate(path: str | Path) -> tuple[Path, int]:
+def locate(path: str | Path, flag: str = "--ckpt") -> tuple[Path, int]:
     """(checkpoint dir, epoch) for a workdir, its checkpoints/ dir, or one step dir.
 
-    A workdir or checkpoints/ dir resolves to its latest step.
+    A workdir or checkpoints/ dir resolves to its latest step. Errors name ``flag``, the
+    setting that gave the path.
     """
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--ckpt={path}: no such file or directory")
+        raise UserError(f"{flag}={path}: no such file or directory")
     if path.name.isdigit() and (path / "state").is_dir():
         return path.parent, int(path.name)
     ckpt_dir = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
     steps = sorted(int(p.name) for p in ckpt_dir.iterdir()
                    if p.is_dir() and p.name.isdigit() and (p / "state").is_dir())
     if not steps:
-        raise UserError(f"--ckpt={path}: no checkpoint found (expected a workdir, its "
+        raise UserError(f"{flag}={path}: no checkpoint found (expected a workdir, its "
                         f"{CHECKPOINT_DIR}/ folder, or a step folder)")
     return ckpt_dir, steps[-1]

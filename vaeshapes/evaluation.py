@@ -304,7 +304,8 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                         outdir / "reconstructions.png", "test inputs (top) and "
                         "reconstructions from the posterior mean (bottom)",
                         row_labels=["input", "recon"])
-    z_prior = model.apply(params, key, 32, method="prior_sample").reshape(4, 8, d)
+    z_prior = jax.jit(partial(model.apply, method="prior_sample"), static_argnums=2)(
+        params, key, 32).reshape(4, 8, d)
     prior_name = f"the learned {model.prior_type} prior" if model.prior_components else "N(0, I)"
     plotting.image_grid(decode_grid(z_prior), outdir / "prior_samples.png",
                         f"decoded samples z ~ {prior_name}")
@@ -368,7 +369,7 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     ``per_seed`` metrics with a leading seed axis) and the figures of replica
     ``figure_seed``; writes ``outdir/metrics.json``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    shown_params = take(params, figure_seed)
+    shown_params = jax.device_put(take(params, figure_seed))
     metrics = dict(header, num_seeds=config.num_seeds,
                    num_params=models.count_params(shown_params))
     metrics["info/noise_std"] = info_noise_std(config)
@@ -393,8 +394,9 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
 
 
 def take(tree, index):
-    """Every leaf of ``tree`` indexed on its leading (replica) axis."""
-    return jax.tree_util.tree_map(lambda v: v[index], tree)
+    """Every leaf of ``tree`` indexed on its leading (replica) axis, as host arrays (no
+    device op to compile per leaf)."""
+    return jax.tree_util.tree_map(lambda v: np.asarray(v)[index], tree)
 
 
 def beta_config(config, beta: float):

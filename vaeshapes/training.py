@@ -566,13 +566,14 @@ def _check_resumable(stored: dict, config, path: Path) -> None:
                         f"{', '.join(diffs)}); use another --workdir or the same config")
 
 
-def load_checkpoint(path: str | Path, sharding=None):
+def load_checkpoint(path: str | Path, sharding=None, flag: str = "--ckpt"):
     """(config, stacked states, epoch, checkpoint dir) of a workdir or one step dir.
 
     States land on ``sharding`` (default: this process's first device), whatever the
-    devices and processes that wrote them.
+    devices and processes that wrote them. Errors name ``flag``, the setting that gave
+    the path.
     """
-    ckpt_dir, epoch = checkpoints.locate(path)
+    ckpt_dir, epoch = checkpoints.locate(path, flag)
     mngr = checkpoints.manager(ckpt_dir, read_only=True)
     config = checkpoints.restore_config(mngr, epoch)
     validate_config(config)
@@ -590,8 +591,8 @@ def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
     """``states`` with params from ``config.init_from`` (a workdir or step dir) for every
     replica, one to one when it has as many replicas, else its replica 0 copied to all;
     fresh optimiser state."""
-    source_config, source, _, _ = load_checkpoint(config.init_from,
-                                                  parallel.replicated(mesh))
+    source_config, source, _, _ = load_checkpoint(config.init_from, parallel.replicated(mesh),
+                                                  flag="config.init_from")
     try:
         chex.assert_trees_all_equal_shapes(
             jax.tree_util.tree_map(lambda p: p[0], source.params),
@@ -643,12 +644,14 @@ def train(config, workdir: str | Path) -> TrainState:
     non-finite loss or parameters, UserError on bad input or a workdir in use.
     """
     validate_config(config)
+    workdir = Path(workdir)
+    if config.init_from and not (workdir / checkpoints.CHECKPOINT_DIR).is_dir():
+        checkpoints.locate(config.init_from, "config.init_from")  # before building data
     trainer = build_trainer(config)
     mesh = trainer.mesh
     say(f"{num_replicas(config)} replica(s) on {mesh.devices.size} "
         f"{jax.devices()[0].platform} device(s): {mesh.shape[parallel.SEEDS]} for seeds "
         f"x {mesh.shape[parallel.DATA]} for data")
-    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if parallel.is_main_process() else contextlib.nullcontext()
     with lock, StopSignals() as stop:
