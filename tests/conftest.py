@@ -20,10 +20,12 @@ _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaeshapes-test-jax-cache-")
 CACHE_DIR = Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
-os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1",
+_MIN_COMPILE_SECS = 0.1  # programs quicker to compile than this are not worth a file
+os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(_MIN_COMPILE_SECS),
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+# (the environment reaches subprocesses; this process may have imported JAX already)
 jax.config.update("jax_compilation_cache_dir", str(CACHE_DIR))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", _MIN_COMPILE_SECS)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

@@ -283,8 +283,10 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
                  shown: dict) -> None:
     """Every figure of one replica (``shown``: its metrics), and its features CSV."""
     model = models.build_model(config)
-    decode = jax.jit(lambda z: analysis.display_images(
-        model.apply(params, z, method="decode")))
+    # params are arguments, not constants folded into the programs: one compile serves
+    # every replica and beta (and the persistent compilation cache)
+    decode_fn = jax.jit(lambda p, z: analysis.display_images(model.apply(p, z, method="decode")))
+    decode = partial(decode_fn, params)
     test = splits["test"]
     name = config.data.name
     shape = test.images.shape[1:]
