@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_rect_config
+from tests.conftest import ROOT, TEST_XLA_FLAGS, tiny_rect_config
 from vaeshapes import data, models, parallel, rng, training
 
 PARAM_ATOL = 1e-6
@@ -43,9 +43,9 @@ def train_command(workdir, **changes) -> list[str]:
 
 def start(command, devices: int | None) -> subprocess.Popen:
     """``devices`` simulated CPU devices; None: train.py's own choice (split_cpu_cores)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS)  # no device count from outside
     if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
