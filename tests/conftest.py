@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs so the suite runs in minutes on 2 CPU cores."""
+"""Shared fixtures (tiny configs) and how the suite runs on 2 CPU cores in minutes: XLA
+flags and one compilation cache for every test process, slowest test files first."""
 
 import importlib.util
 import os
