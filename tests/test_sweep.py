@@ -42,6 +42,7 @@ def test_bad_sweep_betas_are_refused(betas):
 def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_path):
     config = tiny_rect_config()
     config.num_seeds, config.sweep_betas = 2, (0.1, 10.0)
+    config.data.num_val = 32
     training.train(config, tmp_path)
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     for beta in ("0.1", "10"):
@@ -61,6 +62,12 @@ def test_sweep_evaluation_reports_each_beta_and_the_rate_distortion_curve(tmp_pa
         assert curve["rate_kl_bits"][b] == run["info/kl_bits"]
         assert curve["per_seed"]["rate_kl_bits"][b] == run["per_seed"]["info/kl_bits"]
         assert (tmp_path / "eval" / f"beta_{beta}" / "latent_traversal.png").stat().st_size
+        # each beta's replica chosen by validation loss, with that replica's test metrics
+        val = run["per_seed"][evaluation.VAL_KEY]
+        chosen = run["best_val/seed"]
+        assert len(val) == 2 and val[chosen] == min(val)
+        assert run["best_val/test/exact_match"] == run["per_seed"]["test/exact_match"][chosen]
+        assert run["best_val/prior/valid_rate"] == run["per_seed"]["prior/valid_rate"][chosen]
     assert "rate_channel_bits" not in curve  # no training noise on z
     assert curve["rate_kl_bits"][1] < curve["rate_kl_bits"][0]
     assert (tmp_path / "eval" / "rate_distortion.png").stat().st_size > 0
@@ -97,3 +104,16 @@ def test_rate_distortion_of_a_noisy_sweep_carries_the_channel_estimates(tmp_path
     assert "rate_channel_bits" not in evaluation.rate_distortion(per_beta, noisy=False)
     plotting.rate_distortion(curve, tmp_path / "rd.png", None, "noisy")
     assert (tmp_path / "rd.png").stat().st_size > 1000
+
+
+def test_best_by_validation_picks_the_lowest_validation_loss_and_its_test_scalars():
+    per_seed = {evaluation.VAL_KEY: np.array([10.4, 10.1, 10.7]),
+                "test/neg_elbo_nats_per_image": np.array([10.3, 10.0, 10.6]),
+                "prior/valid_rate": np.array([0.93, 0.98, 0.85]),
+                "latent/mig": np.array([0.3, 0.4, 0.1]),
+                "test/kl_per_dim_bits": np.ones((3, 5))}
+    chosen = evaluation.best_by_validation(per_seed)
+    assert chosen == {"best_val/seed": 1, "best_val/test/neg_elbo_nats_per_image": 10.0,
+                      "best_val/prior/valid_rate": 0.98}
+    with pytest.raises(AssertionError):
+        evaluation.best_by_validation({evaluation.VAL_KEY: np.ones((3, 2))})

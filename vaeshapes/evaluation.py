@@ -22,6 +22,8 @@ KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its BCE
 PROBE_KS = (1, 5, 10)  # labelled examples per class for the few-label probes
 PROBE_DRAWS = 10  # random draws of the labelled examples, averaged
 NUM_PRIOR_SAMPLES = 1000
+VAL_KEY = "val/neg_elbo_nats_per_image"
+SELECTED_PREFIXES = ("test/", "prior/", "posterior/")  # what best_val/ reports
 EDIT_DELTAS = np.linspace(-2.0, 2.0, 9)  # added to the edited dimension
 NUM_EDITED = 32  # test images whose edits enter latent/edit_spearman
 ACTIVE_VAR = 0.01  # a dimension is active when Var(mu_d) over the test set exceeds this
@@ -153,15 +155,43 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
     return out
 
 
+def per_image_metrics(params, images: jax.Array, key: jax.Array, *, config, model) -> dict:
+    """``image_metrics`` of every image [N, H, W(, C)] of one replica, in compiled chunks of
+    ``config.eval_batch_size``, one noise key per image (leading axis N)."""
+    chex.assert_rank(images, {3, 4})
+    keys = jax.random.split(key, images.shape[0])
+    one = partial(image_metrics, params, config=config, model=model)
+    return jax.lax.map(lambda a: one(*a), (images, keys), batch_size=config.eval_batch_size)
+
+
+def validation_metrics(params, images: jax.Array, key: jax.Array, *, config, model) -> dict:
+    """The one-sample negative ELBO (nats per image) of one replica on the validation
+    images [N, H, W(, C)]: what ``best_by_validation`` chooses a replica by."""
+    per_image = per_image_metrics(params, images, key, config=config, model=model)
+    return {VAL_KEY: (per_image["recon"] + per_image["kl"]).mean()}
+
+
+def best_by_validation(per_seed: dict) -> dict:
+    """The replica with the lowest validation negative ELBO (``best_val/seed``) and its test,
+    prior and posterior scalars under ``best_val/<key>``: a choice of model that uses no test
+    data. ``per_seed`` holds each metric with a leading seed axis."""
+    val = np.asarray(per_seed[VAL_KEY])
+    chex.assert_rank(val, 1)
+    seed = int(np.argmin(val))
+    out = {"best_val/seed": seed}
+    for key, value in per_seed.items():
+        value = np.asarray(value)
+        if value.ndim == 1 and key.startswith(SELECTED_PREFIXES):
+            out[f"best_val/{key}"] = float(value[seed])
+    return out
+
+
 def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array, *, config,
                  model) -> dict:
     """Every test metric of one replica, under its public name (scalars or arrays).
     ``probe_key`` draws the probes' labelled examples (shared with the pixel baseline)."""
     images = test.images
-    keys = jax.random.split(key, images.shape[0])
-    one = partial(image_metrics, params, config=config, model=model)
-    per_image = jax.lax.map(lambda a: one(*a), (images, keys),
-                            batch_size=config.eval_batch_size)
+    per_image = per_image_metrics(params, images, key, config=config, model=model)
     mean = {k: v.mean(axis=0) for k, v in per_image.items()}
     num_pixels = math.prod(images.shape[1:3])
     kl = mean["kl"]
@@ -379,6 +409,8 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     if floor is not None:
         metrics["test/entropy_floor_nats_per_image"] = floor
     metrics.update(summarise(per_seed))
+    if VAL_KEY in per_seed and config.num_seeds > 1:
+        metrics.update(best_by_validation(per_seed))
     name_factor_axes(metrics, data.ANALYSIS_FACTORS[config.data.name])
     metrics.update({k: float(v) for k, v in pixel_probes.items()})
     shown = take(per_seed, figure_seed)
@@ -449,6 +481,11 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     probe_key = jax.random.fold_in(eval_key, 2)
     per_replica = jax.device_get(per_seed_fn(states.params, splits["test"],
                                              jax.random.fold_in(eval_key, 0), probe_key))
+    if "val" in splits:
+        val_fn = jax.jit(jax.vmap(partial(validation_metrics, config=config, model=model),
+                                  in_axes=(0, None, None)))
+        per_replica.update(jax.device_get(val_fn(states.params, splits["val"].images,
+                                                 jax.random.fold_in(eval_key, 4))))
     iwae_fn = jax.jit(jax.vmap(partial(
         iwae_metrics, config=config, model=model,
         ks=tuple(iwae_ks or IWAE_KS[config.data.name])), in_axes=(0, None, None)))
