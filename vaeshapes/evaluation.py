@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaeshapes import analysis, checkpoints, data, elbo, models, plotting, rng, training
+from vaeshapes import analysis, checkpoints, data, elbo, models, parallel, plotting, rng, training
 from vaeshapes.validation import UserError
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 7)
@@ -155,22 +155,6 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
     return out
 
 
-def per_image_metrics(params, images: jax.Array, key: jax.Array, *, config, model) -> dict:
-    """``image_metrics`` of every image [N, H, W(, C)] of one replica, in compiled chunks of
-    ``config.eval_batch_size``, one noise key per image (leading axis N)."""
-    chex.assert_rank(images, {3, 4})
-    keys = jax.random.split(key, images.shape[0])
-    one = partial(image_metrics, params, config=config, model=model)
-    return jax.lax.map(lambda a: one(*a), (images, keys), batch_size=config.eval_batch_size)
-
-
-def validation_metrics(params, images: jax.Array, key: jax.Array, *, config, model) -> dict:
-    """The one-sample negative ELBO (nats per image) of one replica on the validation
-    images [N, H, W(, C)]: what ``best_by_validation`` chooses a replica by."""
-    per_image = per_image_metrics(params, images, key, config=config, model=model)
-    return {VAL_KEY: (per_image["recon"] + per_image["kl"]).mean()}
-
-
 def best_by_validation(per_seed: dict) -> dict:
     """The replica with the lowest validation negative ELBO (``best_val/seed``) and its test,
     prior and posterior scalars under ``best_val/<key>``: a choice of model that uses no test
@@ -191,7 +175,10 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
     """Every test metric of one replica, under its public name (scalars or arrays).
     ``probe_key`` draws the probes' labelled examples (shared with the pixel baseline)."""
     images = test.images
-    per_image = per_image_metrics(params, images, key, config=config, model=model)
+    keys = jax.random.split(key, images.shape[0])
+    one = partial(image_metrics, params, config=config, model=model)
+    per_image = jax.lax.map(lambda a: one(*a), (images, keys),
+                            batch_size=config.eval_batch_size)
     mean = {k: v.mean(axis=0) for k, v in per_image.items()}
     num_pixels = math.prod(images.shape[1:3])
     kl = mean["kl"]
@@ -473,7 +460,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     default = "eval" if ckpt_dir.name == checkpoints.CHECKPOINT_DIR else f"eval_{ckpt_dir.name}"
     outdir = Path(outdir) if outdir else workdir / default
     outdir.mkdir(parents=True, exist_ok=True)
-    splits = data.build_splits(config.data, rng.purpose_key(config.seed, "data"))
+    data_key = rng.purpose_key(config.seed, "data")
+    splits = data.build_splits(config.data, data_key)
     model = models.build_model(config)
     eval_key = rng.purpose_key(config.seed, "eval")
     per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model),
@@ -481,11 +469,13 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     probe_key = jax.random.fold_in(eval_key, 2)
     per_replica = jax.device_get(per_seed_fn(states.params, splits["test"],
                                              jax.random.fold_in(eval_key, 0), probe_key))
-    if "val" in splits:
-        val_fn = jax.jit(jax.vmap(partial(validation_metrics, config=config, model=model),
-                                  in_axes=(0, None, None)))
-        per_replica.update(jax.device_get(val_fn(states.params, splits["val"].images,
-                                                 jax.random.fold_in(eval_key, 4))))
+    if "val" in splits:  # the negative ELBO that train.py logs, which best_val/ picks by
+        val_fn = jax.jit(jax.vmap(partial(
+            training.validation_terms, config=config, model=model,
+            mesh=parallel.make_mesh(config.num_seeds)), in_axes=(0, None, None)))
+        val = val_fn(states.params, data.build_split_keys(config.data, data_key)["val"],
+                     jax.random.fold_in(eval_key, 4))
+        per_replica[VAL_KEY] = jax.device_get(val["recon"] + val["kl"])
     iwae_fn = jax.jit(jax.vmap(partial(
         iwae_metrics, config=config, model=model,
         ks=tuple(iwae_ks or IWAE_KS[config.data.name])), in_axes=(0, None, None)))
