@@ -1,5 +1,6 @@
 """Beta sweeps: betas on the replica axis, trained at once, evaluated per beta."""
 
+import functools
 import json
 
 import chex
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_rect_config
-from vaeshapes import evaluation, plotting, training
+from vaeshapes import data, evaluation, models, parallel, plotting, training
 from vaeshapes.validation import UserError, validate_config
 
 
@@ -117,3 +118,21 @@ def test_best_by_validation_picks_the_lowest_validation_loss_and_its_test_scalar
                       "best_val/prior/valid_rate": 0.98}
     with pytest.raises(AssertionError):
         evaluation.best_by_validation({evaluation.VAL_KEY: np.ones((3, 2))})
+
+
+def test_validation_loss_averages_the_logged_estimate_over_draws_of_z():
+    config = tiny_rect_config()
+    config.data.num_val = 24
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    split = data.build_split_keys(config.data, jax.random.PRNGKey(1))["val"]
+    mesh = parallel.make_mesh(1)
+    key = jax.random.PRNGKey(2)
+    logged = [training.validation_terms(params, split, k, config=config, model=model, mesh=mesh)
+              for k in jax.random.split(key, 3)]
+    losses = np.array([float(t["recon"] + t["kl"]) for t in logged])
+    assert np.ptp(losses) > 0  # the draws of z differ
+    loss = jax.jit(functools.partial(evaluation.validation_loss, config=config, model=model,
+                                     mesh=mesh, draws=3))(params, split, key)
+    chex.assert_shape(loss, ())
+    np.testing.assert_allclose(loss, losses.mean(), rtol=1e-5)

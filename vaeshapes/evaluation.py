@@ -23,6 +23,7 @@ PROBE_KS = (1, 5, 10)  # labelled examples per class for the few-label probes
 PROBE_DRAWS = 10  # random draws of the labelled examples, averaged
 NUM_PRIOR_SAMPLES = 1000
 VAL_KEY = "val/neg_elbo_nats_per_image"
+VAL_DRAWS = 16  # draws of z per validation image, averaged (one: sd ~0.07 nats on rect_best)
 SELECTED_PREFIXES = ("test/", "prior/", "posterior/")  # what best_val/ reports
 EDIT_DELTAS = np.linspace(-2.0, 2.0, 9)  # added to the edited dimension
 NUM_EDITED = 32  # test images whose edits enter latent/edit_spearman
@@ -153,6 +154,18 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
     }
     out.update(probe_metrics(probe_key, mu, probe_labels(test, name), name))
     return out
+
+
+def validation_loss(params, split: data.SplitKeys, key: jax.Array, *, config, model, mesh,
+                    draws: int = VAL_DRAWS) -> jax.Array:
+    """The validation negative ELBO (nats per image, []) that train.py logs, averaged over
+    ``draws`` independent draws of z per image: one draw is too noisy to rank runs by."""
+    def one_draw(k):
+        terms = training.validation_terms(params, split, k, config=config, model=model,
+                                          mesh=mesh)
+        return terms["recon"] + terms["kl"]
+
+    return jax.lax.map(one_draw, jax.random.split(key, draws)).mean()
 
 
 def best_by_validation(per_seed: dict) -> dict:
@@ -469,13 +482,13 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     probe_key = jax.random.fold_in(eval_key, 2)
     per_replica = jax.device_get(per_seed_fn(states.params, splits["test"],
                                              jax.random.fold_in(eval_key, 0), probe_key))
-    if "val" in splits:  # the negative ELBO that train.py logs, which best_val/ picks by
+    if "val" in splits:  # what best_val/ picks by
         val_fn = jax.jit(jax.vmap(partial(
-            training.validation_terms, config=config, model=model,
+            validation_loss, config=config, model=model,
             mesh=parallel.make_mesh(config.num_seeds)), in_axes=(0, None, None)))
-        val = val_fn(states.params, data.build_split_keys(config.data, data_key)["val"],
-                     jax.random.fold_in(eval_key, 4))
-        per_replica[VAL_KEY] = jax.device_get(val["recon"] + val["kl"])
+        per_replica[VAL_KEY] = jax.device_get(val_fn(
+            states.params, data.build_split_keys(config.data, data_key)["val"],
+            jax.random.fold_in(eval_key, 4)))
     iwae_fn = jax.jit(jax.vmap(partial(
         iwae_metrics, config=config, model=model,
         ks=tuple(iwae_ks or IWAE_KS[config.data.name])), in_axes=(0, None, None)))
