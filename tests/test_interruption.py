@@ -1,16 +1,18 @@
 """A real training subprocess, stopped by a real signal or killed at any point (even
 mid-checkpoint), resumes to parameters identical to an uninterrupted run."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
 import chex
+import jax
 import pytest
 
 from tests.conftest import ROOT
-from vaeshapes import training
+from vaeshapes import parallel, training
 
 # 1000 epochs of 2 steps: 20 chunks of ~0.2 s, every other one ending in a checkpoint,
 # so a signal sent after the first chunk's console line always lands well before the end.
@@ -103,6 +105,12 @@ def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path,
     _assert_stopped_with_checkpoint(proc, err, saved, tmp_path / "cut")
     resumed = _resume_and_compare(tmp_path / "cut", uninterrupted)
     assert f"(epoch {saved[-1]})" in resumed.stdout
+    starts = [json.loads(line) for line in
+              (tmp_path / "cut" / training.ENVIRONMENT_LOG).read_text().splitlines()]
+    assert [s["start_epoch"] for s in starts] == [0, saved[-1]]  # one line per start
+    for s in starts:
+        assert s["cpu_cores"] == parallel.cpu_cores() and s["jax"] == jax.__version__
+        assert s["mesh"] == {"seeds": 1, "data": s["devices"]}, s
 
 
 @pytest.mark.parametrize("when", ["early", "mid-epoch", "during save"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import platform
+from importlib import metadata
 
 import jax
 import numpy as np
@@ -97,6 +99,27 @@ def _env_int(name: str) -> int | None:
     if not value.isdigit():
         raise UserError(f"{name}={value!r}: must be a non-negative integer")
     return int(value)
+
+
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def environment(mesh: Mesh) -> dict:
+    """What besides the config decides a run's float32 rounding, so that it can be repeated
+    bit for bit: library versions, devices, the mesh, the CPU cores this process may use
+    (XLA:CPU splits ops over that many threads) and XLA's flags."""
+    device = jax.devices()[0]
+    return {
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in LIBRARIES},
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "devices": int(mesh.devices.size),
+        "processes": jax.process_count(),
+        "mesh": {name: int(size) for name, size in mesh.shape.items()},
+        "cpu_cores": cpu_cores(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def is_main_process() -> bool:

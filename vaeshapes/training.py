@@ -629,6 +629,20 @@ def start_states(config, trainer: Trainer, mngr) -> tuple[TrainState, int]:
     return states, 0
 
 
+ENVIRONMENT_LOG = "environment.jsonl"
+
+
+def record_environment(path: Path, start_epoch: int, mesh) -> None:
+    """Appends one line per start or resume: the epoch it starts from, the UTC time and
+    ``parallel.environment`` (a resume on other cores or versions continues correctly,
+    but rounds differently from there on)."""
+    record = {"start_epoch": start_epoch,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              **parallel.environment(mesh)}
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def say(line: str) -> None:
     """A console line, from process 0 only."""
     if parallel.is_main_process():
@@ -669,6 +683,7 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
     if main:
         (workdir / "config.json").write_text(
             json.dumps(checkpoints.config_to_json_dict(config), indent=2))
+        record_environment(workdir / ENVIRONMENT_LOG, epoch, trainer.mesh)
         log = MetricsLog(workdir / "metrics.jsonl", epoch)
         progress = Progress(config.num_epochs, epoch)
     last_saved = mngr.latest_step()
