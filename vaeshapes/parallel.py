@@ -104,14 +104,21 @@ def _env_int(name: str) -> int | None:
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:  # e.g. a source build without metadata
+        return None
+
+
 def environment(mesh: Mesh) -> dict:
     """What besides the config decides a run's float32 rounding, so that it can be repeated
     bit for bit: library versions, devices, the mesh, the CPU cores this process may use
-    (XLA:CPU splits ops over that many threads) and XLA's flags."""
+    and XLA's flags (together they decide how XLA:CPU splits its ops over threads)."""
     device = jax.devices()[0]
     return {
         "python": platform.python_version(),
-        **{name: metadata.version(name) for name in LIBRARIES},
+        **{name: _version(name) for name in LIBRARIES},
         "platform": device.platform,
         "device_kind": device.device_kind,
         "devices": int(mesh.devices.size),
