@@ -521,8 +521,13 @@ class MetricsLog:
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_json_line(self.path, record)
+
+
+def append_json_line(path: Path, record: dict) -> None:
+    """Appends ``record`` to a JSON-lines file as one line."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 @jax.jit
@@ -636,11 +641,9 @@ def record_environment(path: Path, start_epoch: int, mesh) -> None:
     """Appends one line per start or resume: the epoch it starts from, the UTC time and
     ``parallel.environment`` (a resume on other cores or versions continues correctly,
     but rounds differently from there on)."""
-    record = {"start_epoch": start_epoch,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              **parallel.environment(mesh)}
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_json_line(path, {"start_epoch": start_epoch,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            **parallel.environment(mesh)})
 
 
 def say(line: str) -> None:
