@@ -44,6 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Adam moments (needs data.num_val > 0)
     c.rollback_patience = 50  # rect_best's brief spikes above 1.2x its best recover within
     # 40 epochs (README); a replica that is stuck does not
+    # Best of N seeds, off by default: train seeds seed..seed+N-1 to select_at_epoch, keep
+    # the one with the lowest mean logged val loss over the select_window_epochs before it,
+    # finish only that one (vaeshapes/selection.py; needs data.num_val > 0)
+    c.select_candidates = 1
+    c.select_at_epoch = 100
+    c.select_window_epochs = 100
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "rect"

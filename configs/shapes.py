@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Adam moments (needs data.num_val > 0)
     c.rollback_patience = 50  # rect_best's brief spikes above 1.2x its best recover within
     # 40 epochs (README); a replica that is stuck does not
+    # Best of N seeds, off by default (see configs/rect.py; vaeshapes/selection.py)
+    c.select_candidates = 1
+    c.select_at_epoch = 10
+    c.select_window_epochs = 5
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"

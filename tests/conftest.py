@@ -45,7 +45,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # the other worker idles. (xdist's default puts files with many tests first instead.)
 SLOWEST_FIRST = ("test_parallel.py", "test_training.py", "test_prior.py",
                  "test_interruption.py", "test_cli_shapes.py", "test_sweep.py", "test_cli.py",
-                 "test_layers.py", "test_elbo.py", "test_analysis.py", "test_models.py")
+                 "test_selection.py", "test_layers.py", "test_elbo.py", "test_analysis.py",
+                 "test_models.py")
 
 
 def pytest_configure(config):

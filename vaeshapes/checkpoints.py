@@ -1,7 +1,8 @@
 """Orbax checkpoints: train state + resolved config, one step per epochs-completed count.
 
 Layout: ``<workdir>/checkpoints/<epoch>/{state,config}`` (the latest few) and
-``<workdir>/best/<epoch>/`` (lowest validation loss). A checkpoint carries its config, so
+``<workdir>/best/<epoch>/`` (lowest validation loss); ``<workdir>/selection.json`` in a
+run chosen among seeds. A checkpoint carries its config, so
 ``eval.py`` needs nothing else.
 """
 
@@ -17,6 +18,7 @@ from vaeshapes.validation import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"  # the one checkpoint with the lowest validation loss
+SELECTION_FILE = "selection.json"  # a run chosen among seeds (selection.py)
 BEST_METRIC = "val/loss_per_pixel"
 # Config fields added after checkpoints were first written, with the value that a
 # checkpoint written without them is read with (so old runs still load).
@@ -27,7 +29,8 @@ ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "train_elbo_encoder": False, "model.prior_components": 0,
                 "model.prior_type": "mixture", "model.prior_hidden": (256,),
                 "train_only_prior": False, "rollback_tolerance": 0.0,
-                "rollback_patience": 50}
+                "rollback_patience": 50, "select_candidates": 1, "select_at_epoch": 100,
+                "select_window_epochs": 100}
 
 
 def config_to_json_dict(config) -> dict:

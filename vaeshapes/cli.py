@@ -60,7 +60,7 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
     """Trains; ``distributed`` holds ``parallel.initialize_distributed``'s arguments;
     ``split_cpu``, ``split_cpu_batch``: ``parallel.split_cpu_cores`` and its
     ``split_batch`` (single-process runs only)."""
-    from vaeshapes import parallel, training
+    from vaeshapes import parallel, selection, training
     from vaeshapes.validation import UserError, validate_config
 
     quiet_logs()
@@ -73,10 +73,17 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
     try:
         validate_config(config)
         joined = parallel.initialize_distributed(**(distributed or {}))
+        if joined and config.select_candidates > 1:
+            raise UserError(f"config.select_candidates = {config.select_candidates} runs in "
+                            "one process; train the candidate seeds in a multi-process run "
+                            "one by one instead")
         if split_cpu and not joined:
             parallel.split_cpu_cores(training.num_replicas(config), config.batch_size,
                                      split_cpu_batch)
-        training.train(config, workdir)
+        if config.select_candidates > 1:
+            selection.train_best_of(config, workdir)
+        else:
+            training.train(config, workdir)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)
     except training.NonFiniteError as e:

@@ -497,6 +497,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
         splits["test"], probe_key, config.data.name)
     header = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch}
+    if (workdir / checkpoints.SELECTION_FILE).is_file():  # a seed chosen among candidates
+        header["selection"] = json.loads((workdir / checkpoints.SELECTION_FILE).read_text())
     run = partial(report, splits=splits, pixel_probes=pixel_probes, header=header,
                   workdir=workdir, key=jax.random.fold_in(eval_key, 1),
                   figure_seed=figure_seed)

@@ -40,7 +40,8 @@ from vaeshapes.validation import UserError, validate_config
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
 RESUMABLE_CHANGES = ("num_epochs", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "keep_best", "eval_batch_size")
+                     "keep_best", "eval_batch_size", "select_candidates", "select_at_epoch",
+                     "select_window_epochs")
 
 
 @flax.struct.dataclass
@@ -652,8 +653,11 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
-def train(config, workdir: str | Path) -> TrainState:
+def train(config, workdir: str | Path, stop_at: int | None = None) -> TrainState:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns states.
+
+    ``stop_at``: end after that many epochs, with a checkpoint, as an interruption there
+    would (the run continues exactly when trained again without it).
 
     Runs on every device of every process (``parallel``); process 0 holds the workdir
     lock and writes config, logs and figures, every process writes its checkpoint shards.
@@ -672,10 +676,11 @@ def train(config, workdir: str | Path) -> TrainState:
     workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if parallel.is_main_process() else contextlib.nullcontext()
     with lock, StopSignals() as stop:
-        return _train_locked(config, workdir, stop, trainer)
+        return _train_locked(config, workdir, stop, trainer, stop_at)
 
 
-def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) -> TrainState:
+def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer,
+                  stop_at: int | None) -> TrainState:
     main = parallel.is_main_process()
     num_pixels = math.prod(data.IMAGE_SHAPES[config.data.name])
     mngr = checkpoints.manager(workdir / checkpoints.CHECKPOINT_DIR, config.keep_checkpoints)
@@ -683,17 +688,18 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
                                 keep_lowest=checkpoints.BEST_METRIC)
             if config.keep_best and "val" in trainer.splits else None)
     states, epoch = start_states(config, trainer, mngr)
+    end = config.num_epochs if stop_at is None else min(stop_at, config.num_epochs)
     if main:
         (workdir / "config.json").write_text(
             json.dumps(checkpoints.config_to_json_dict(config), indent=2))
         record_environment(workdir / ENVIRONMENT_LOG, epoch, trainer.mesh)
         log = MetricsLog(workdir / "metrics.jsonl", epoch)
-        progress = Progress(config.num_epochs, epoch)
+        progress = Progress(end, epoch)
     last_saved = mngr.latest_step()
     rollbacks = (None if states.fallback is None
                  else np.asarray(jax.device_get(states.fallback.rollbacks)))
-    while epoch < config.num_epochs:
-        n = min(chunk_epochs(config), config.num_epochs - epoch)
+    while epoch < end:
+        n = min(chunk_epochs(config), end - epoch)
         states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
         back = rolled_back(metrics, rollbacks)
@@ -723,7 +729,7 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
         epoch += n
         stopping = parallel.any_process(stop.requested is not None)
         crossed = epoch // config.checkpoint_every > (epoch - n) // config.checkpoint_every
-        if crossed or epoch == config.num_epochs or stopping:
+        if crossed or epoch == end or stopping:
             checkpoints.save(mngr, epoch, states, config)
             last_saved = epoch
             if best is not None:
@@ -731,7 +737,7 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer) ->
                 checkpoints.save(best, epoch, states, config, {checkpoints.BEST_METRIC: val_loss})
         if main:
             progress.update(epoch)
-        if stopping and epoch < config.num_epochs:
+        if stopping and epoch < end:
             _close(mngr, best)
             raise Interrupted(f"stopped at epoch {epoch} of {config.num_epochs}; checkpoint "
                               f"{mngr.directory / str(epoch)}. Resume with the same command")

@@ -45,7 +45,8 @@ KNOWN_FIELDS = {
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
          "train_importance_samples", "train_elbo_encoder", "train_only_prior", "rollback_tolerance",
-         "rollback_patience", "data", "model"},
+         "rollback_patience", "select_candidates", "select_at_epoch", "select_window_epochs",
+         "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
@@ -93,6 +94,7 @@ def validate_config(config) -> None:
                         f"validation losses: it needs a validation split "
                         f"(config.data.num_val > 0)")
     _check_importance_samples(config)
+    _check_selection(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
     _check_float(config, "beta", 0.0)
     _check_sweep_betas(config)
@@ -139,6 +141,28 @@ def _check_sweep_betas(config) -> None:
     if not ok or len(set(betas)) != len(betas):
         raise UserError(f"config.sweep_betas = {betas!r}: must be a tuple of distinct finite "
                         "numbers >= 0 (empty: no sweep, every replica uses config.beta)")
+
+
+def _check_selection(config) -> None:
+    _check_int(config, "select_candidates", 1, 2**31 - config.seed)
+    _check_int(config, "select_at_epoch", 1)
+    _check_int(config, "select_window_epochs", 1)
+    if config.select_candidates == 1:
+        return
+    n = f"config.select_candidates = {config.select_candidates}"
+    if config.num_seeds > 1 or config.sweep_betas:
+        raise UserError(f"{n} picks one seed of single-replica runs: it needs "
+                        "config.num_seeds = 1 and no config.sweep_betas")
+    if not config.data.num_val:
+        raise UserError(f"{n} compares validation losses: it needs a validation split "
+                        "(config.data.num_val > 0)")
+    if config.select_at_epoch >= config.num_epochs:
+        raise UserError(f"config.select_at_epoch = {config.select_at_epoch} must come before "
+                        f"the end of the run (config.num_epochs = {config.num_epochs})")
+    if not config.log_every <= config.select_window_epochs <= config.select_at_epoch:
+        raise UserError(f"config.select_window_epochs = {config.select_window_epochs}: must "
+                        f"hold a logged val loss (>= config.log_every = {config.log_every}) "
+                        f"and end at config.select_at_epoch = {config.select_at_epoch}")
 
 
 def _check_importance_samples(config) -> None:
