@@ -55,11 +55,34 @@ def test_the_lowest_val_loss_is_chosen_and_finished_like_a_plain_run(tmp_path):
     assert evaluation.evaluate(tmp_path / "race", iwae_ks=(1,))["selection"] == record
 
 
-def test_a_workdir_with_another_run_is_refused(tmp_path):
+def test_a_diverged_candidate_is_dropped(tmp_path, monkeypatch):
+    def fake_train(config, workdir, stop_at):  # seed 1 diverges, seed 0 logs a loss
+        if config.seed == 1:
+            raise training.NonFiniteError("non-finite loss")
+        (workdir / "checkpoints" / str(stop_at)).mkdir(parents=True)
+        (workdir / "metrics.jsonl").write_text(
+            json.dumps({"epoch": stop_at - 1, selection.VAL_KEY: 5.0}) + "\n")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    record = selection.choose(best_of_config(), tmp_path)
+    assert record["chosen_seed"] == 0 and record["dropped_nonfinite"] == [1]
+    assert record["val_loss_nats_per_image"] == {"0": 5.0}
+    assert (tmp_path / "checkpoints" / "3").is_dir()  # the chosen candidate, copied
+
+    monkeypatch.setattr(selection, "candidate_seeds", lambda config: [1])
+    with pytest.raises(training.NonFiniteError, match="every candidate"):
+        selection.choose(best_of_config(), tmp_path / "all_diverge")
+
+
+def test_a_workdir_with_another_run_is_refused(tmp_path, monkeypatch):
     config = best_of_config()
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(UserError, match="did not select among seeds"):
         selection.train_best_of(config, tmp_path)
+    (tmp_path / "candidates").mkdir()  # a selection whose copy was interrupted: redone
+    monkeypatch.setattr(selection, "choose", lambda config, workdir: {"chosen_seed": 1})
+    monkeypatch.setattr(training, "train", lambda config, workdir: config.seed)
+    assert selection.train_best_of(config, tmp_path) == 1
     (tmp_path / selection.SELECTION_FILE).write_text(json.dumps(
         {"chosen_seed": 7, "at_epoch": 3}))
     with pytest.raises(UserError, match="chose seed 7 at epoch 3, not one of"):

@@ -56,23 +56,33 @@ def _trained_to(workdir: Path, epoch: int) -> bool:
 
 
 def choose(config, workdir: Path) -> dict:
-    """Trains the candidates not yet at ``select_at_epoch`` (each resumable), copies the
-    one with the lowest ``window_val_loss`` into ``workdir``; returns the selection record
-    (also written to ``selection.json``, last, so an interrupted copy is redone)."""
+    """Trains the candidates not yet at ``select_at_epoch`` (each resumable; one that
+    diverges is dropped), copies the one with the lowest ``window_val_loss`` into
+    ``workdir``; returns the selection record (also written to ``selection.json``, last,
+    so an interrupted copy is redone)."""
     at, window = config.select_at_epoch, config.select_window_epochs
-    losses = {}
+    losses, dropped = {}, []
     for i, seed in enumerate(candidate_seeds(config)):
         run = workdir / CANDIDATES_DIR / f"seed_{seed}"
         if not _trained_to(run, at):
             training.say(f"Candidate {i + 1} of {config.select_candidates}: seed {seed}, "
                          f"epochs 0..{at} in {run}")
-            training.train(candidate_config(config, seed), run, stop_at=at)
+            try:
+                training.train(candidate_config(config, seed), run, stop_at=at)
+            except training.NonFiniteError as e:
+                training.say(f"Candidate seed {seed} dropped: {e}")
+                dropped.append(seed)
+                continue
         losses[seed] = window_val_loss(run / "metrics.jsonl", at, window)
+    if not losses:
+        raise training.NonFiniteError(f"every candidate (seeds {dropped}) diverged before "
+                                      f"epoch {at}")
     chosen = min(losses, key=losses.get)
     shutil.copytree(workdir / CANDIDATES_DIR / f"seed_{chosen}", workdir, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".lock"))
     record = {"chosen_seed": chosen, "at_epoch": at, "window_epochs": window,
-              "val_loss_nats_per_image": {str(s): v for s, v in losses.items()}}
+              "val_loss_nats_per_image": {str(s): v for s, v in losses.items()},
+              "dropped_nonfinite": dropped}
     (workdir / SELECTION_FILE).write_text(json.dumps(record, indent=2))
     training.say(f"Chose seed {chosen} (val loss {losses[chosen]:.3f} nats per image, mean "
                  f"of epochs {at - window}..{at - 1}; others: "
@@ -96,7 +106,8 @@ def train_best_of(config, workdir: str | Path) -> training.TrainState:
                             f"(seeds {config.seed}..{config.seed + config.select_candidates - 1}"
                             f" at epoch {config.select_at_epoch}); use another --workdir")
     else:
-        if (workdir / checkpoints.CHECKPOINT_DIR).is_dir():
+        if ((workdir / checkpoints.CHECKPOINT_DIR).is_dir()
+                and not (workdir / CANDIDATES_DIR).is_dir()):  # else: a copy interrupted
             raise UserError(f"{workdir} holds a run that did not select among seeds; use "
                             "another --workdir")
         workdir.mkdir(parents=True, exist_ok=True)
