@@ -61,7 +61,7 @@ def test_a_diverged_candidate_is_dropped(tmp_path, monkeypatch):
             raise training.NonFiniteError("non-finite loss")
         (workdir / "checkpoints" / str(stop_at)).mkdir(parents=True)
         (workdir / "metrics.jsonl").write_text(
-            json.dumps({"epoch": stop_at - 1, selection.VAL_KEY: 5.0}) + "\n")
+            json.dumps({"epoch": stop_at - 1, selection.LOGGED_VAL_KEY: 5.0}) + "\n")
 
     monkeypatch.setattr(training, "train", fake_train)
     record = selection.choose(best_of_config(), tmp_path)

@@ -21,7 +21,7 @@ from vaeshapes.validation import UserError, validate_config
 
 CANDIDATES_DIR = "candidates"
 SELECTION_FILE = checkpoints.SELECTION_FILE
-VAL_KEY = "val/loss_nats_per_image"
+LOGGED_VAL_KEY = "val/loss_nats_per_image"  # train.py's one-draw estimate
 
 
 def candidate_seeds(config) -> list[int]:
@@ -41,10 +41,10 @@ def candidate_config(config, seed: int):
 def window_val_loss(metrics_path: Path, at_epoch: int, window: int) -> float:
     """Mean logged validation loss (nats per image) of epochs at_epoch - window ..
     at_epoch - 1, the last ones trained before the checkpoint at ``at_epoch``."""
-    losses = [r[VAL_KEY] for r in map(json.loads, metrics_path.read_text().splitlines())
-              if at_epoch - window <= r["epoch"] < at_epoch and VAL_KEY in r]
+    losses = [r[LOGGED_VAL_KEY] for r in map(json.loads, metrics_path.read_text().splitlines())
+              if at_epoch - window <= r["epoch"] < at_epoch and LOGGED_VAL_KEY in r]
     if not losses:
-        raise UserError(f"{metrics_path} logs no {VAL_KEY} in epochs "
+        raise UserError(f"{metrics_path} logs no {LOGGED_VAL_KEY} in epochs "
                         f"{at_epoch - window}..{at_epoch - 1}")
     return float(np.mean(losses))
 
