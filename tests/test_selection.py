@@ -89,6 +89,12 @@ def test_a_workdir_with_another_run_is_refused(tmp_path, monkeypatch):
         selection.train_best_of(config, tmp_path)
 
 
+def test_a_corrupt_selection_record_is_one_error(tmp_path):
+    (tmp_path / selection.SELECTION_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="is not a selection record"):
+        selection.train_best_of(best_of_config(), tmp_path)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("select_candidates", 0, "select_candidates = 0: must be an integer"),
     ("num_seeds", 2, "needs config.num_seeds = 1"),

@@ -87,6 +87,14 @@ def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):
     return stored.state
 
 
+def saved_epochs(ckpt_dir: Path) -> list[int]:
+    """The epochs with a complete checkpoint in ``ckpt_dir`` (none if it does not exist)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckpt_dir.iterdir()
+                  if p.is_dir() and p.name.isdigit() and (p / "state").is_dir())
+
+
 def locate(path: str | Path, flag: str = "--ckpt") -> tuple[Path, int]:
     """(checkpoint dir, epoch) for a workdir, its checkpoints/ dir, or one step dir.
 
@@ -99,8 +107,7 @@ def locate(path: str | Path, flag: str = "--ckpt") -> tuple[Path, int]:
     if path.name.isdigit() and (path / "state").is_dir():
         return path.parent, int(path.name)
     ckpt_dir = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-    steps = sorted(int(p.name) for p in ckpt_dir.iterdir()
-                   if p.is_dir() and p.name.isdigit() and (p / "state").is_dir())
+    steps = saved_epochs(ckpt_dir)
     if not steps:
         raise UserError(f"{flag}={path}: no checkpoint found (expected a workdir, its "
                         f"{CHECKPOINT_DIR}/ folder, or a step folder)")

@@ -49,12 +49,6 @@ def window_val_loss(metrics_path: Path, at_epoch: int, window: int) -> float:
     return float(np.mean(losses))
 
 
-def _trained_to(workdir: Path, epoch: int) -> bool:
-    ckpt_dir = workdir / checkpoints.CHECKPOINT_DIR
-    return ckpt_dir.is_dir() and any(p.name.isdigit() and int(p.name) >= epoch
-                                     for p in ckpt_dir.iterdir())
-
-
 def choose(config, workdir: Path) -> dict:
     """Trains the candidates not yet at ``select_at_epoch`` (each resumable; one that
     diverges is dropped), copies the one with the lowest ``window_val_loss`` into
@@ -64,7 +58,7 @@ def choose(config, workdir: Path) -> dict:
     losses, dropped = {}, []
     for i, seed in enumerate(candidate_seeds(config)):
         run = workdir / CANDIDATES_DIR / f"seed_{seed}"
-        if not _trained_to(run, at):
+        if not any(e >= at for e in checkpoints.saved_epochs(run / checkpoints.CHECKPOINT_DIR)):
             training.say(f"Candidate {i + 1} of {config.select_candidates}: seed {seed}, "
                          f"epochs 0..{at} in {run}")
             try:
@@ -98,11 +92,15 @@ def train_best_of(config, workdir: str | Path) -> training.TrainState:
     workdir = Path(workdir)
     record_path = workdir / SELECTION_FILE
     if record_path.exists():
-        record = json.loads(record_path.read_text())
-        if (record["chosen_seed"] not in candidate_seeds(config)
-                or record["at_epoch"] != config.select_at_epoch):
-            raise UserError(f"{record_path} chose seed {record['chosen_seed']} at epoch "
-                            f"{record['at_epoch']}, not one of this config's candidates "
+        try:
+            record = json.loads(record_path.read_text())
+            chosen, at = record["chosen_seed"], record["at_epoch"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{record_path} is not a selection record ({type(e).__name__}); "
+                            "delete it to choose again, or use another --workdir") from e
+        if chosen not in candidate_seeds(config) or at != config.select_at_epoch:
+            raise UserError(f"{record_path} chose seed {chosen} at epoch "
+                            f"{at}, not one of this config's candidates "
                             f"(seeds {config.seed}..{config.seed + config.select_candidates - 1}"
                             f" at epoch {config.select_at_epoch}); use another --workdir")
     else:
