@@ -98,11 +98,11 @@ def train_best_of(config, workdir: str | Path) -> training.TrainState:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{record_path} is not a selection record ({type(e).__name__}); "
                             "delete it to choose again, or use another --workdir") from e
-        if chosen not in candidate_seeds(config) or at != config.select_at_epoch:
-            raise UserError(f"{record_path} chose seed {chosen} at epoch "
-                            f"{at}, not one of this config's candidates "
-                            f"(seeds {config.seed}..{config.seed + config.select_candidates - 1}"
-                            f" at epoch {config.select_at_epoch}); use another --workdir")
+        seeds = candidate_seeds(config)
+        if chosen not in seeds or at != config.select_at_epoch:
+            raise UserError(f"{record_path} chose seed {chosen} at epoch {at}, not one of this "
+                            f"config's candidates (seeds {seeds[0]}..{seeds[-1]} at epoch "
+                            f"{config.select_at_epoch}); use another --workdir")
     else:
         if ((workdir / checkpoints.CHECKPOINT_DIR).is_dir()
                 and not (workdir / CANDIDATES_DIR).is_dir()):  # else: a copy interrupted
