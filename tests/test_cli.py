@@ -16,8 +16,9 @@ TINY = ["--config.num_epochs=2", "--config.data.num_train=64", "--config.data.nu
 RECT_EVAL_KEYS = ("num_params", "test/recon_per_pixel", "test/kl_per_pixel",
                   "test/neg_elbo_nats_per_image", "test/entropy_floor_nats_per_image",
                   "test/exact_match", "test/pixel_accuracy", "latent/mig", "latent/active_dims",
-                  "latent/edit_spearman", "prior/valid_rate", "posterior/valid_rate",
-                  "probe/colour_acc_k1", "probe/colour_acc_k10", "probe/colour_acc_k5_pixels")
+                  "latent/edit_spearman", "prior/valid_rate", "prior/round_trip_valid_rate",
+                  "posterior/valid_rate", "probe/colour_acc_k1", "probe/colour_acc_k10",
+                  "probe/colour_acc_k5_pixels")
 FIGURES = ("training_curves.png", "reconstructions.png", "prior_samples.png",
            "latent_traversal.png", "factor_association.png", "factor_dims.png",
            "latent_edit.png", "interpolation.png")

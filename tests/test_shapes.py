@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
-from vaeshapes import analysis, data, models
+from vaeshapes import analysis, data, evaluation, models
 
 N = 600
 
@@ -138,3 +138,15 @@ def test_information_estimate_matches_hand_computed_value():
     want_mu = [0.5 * np.log2(1 + 4 / 1.25), 0.0]
     np.testing.assert_allclose(info["per_dim_bits_mu"], want_mu, rtol=0.01, atol=1e-3)
     assert float(info["total_bits"]) == pytest.approx(sum(want), rel=0.01)
+
+
+def test_round_trip_encodes_the_thresholded_image():
+    config = load_config("shapes")
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    probs = jax.random.uniform(jax.random.PRNGKey(1), (2, 28, 28, 1))
+    trip = jax.jit(lambda p, x: evaluation.round_trip(p, x, model=model))
+    out = trip(params, probs)
+    chex.assert_shape(out, probs.shape)
+    chex.assert_trees_all_close(out, trip(params, (probs > 0.5).astype(jnp.float32)))
+    assert not np.allclose(out, trip(params, probs**2))  # fewer pixels above 0.5

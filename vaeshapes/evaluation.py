@@ -113,10 +113,21 @@ def edit_sign(mu: jax.Array, factors: jax.Array, name: str, dim: jax.Array) -> j
     return jnp.sign(analysis.pearson(mu, factors[:, edited])[dim])
 
 
+def round_trip(params, images: jax.Array, *, model) -> jax.Array:
+    """What one encode-decode round trip (through the posterior mean) makes of displayed
+    images: class images [N, H, W], or pixel probabilities [N, H, W, 1], thresholded at
+    0.5 before encoding; returns displayed images of the same shape."""
+    if images.ndim == 4:
+        images = (images > 0.5).astype(jnp.float32)
+    mu, _ = model.apply(params, images, method="encode")
+    return analysis.display_images(model.apply(params, mu, method="decode"))
+
+
 def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: jax.Array,
                    probe_key: jax.Array, *, config, model) -> dict:
     """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
-    (prior drawn with ``key``), the validity of the test set's posterior samples z [N, D]
+    (prior drawn with ``key``; also after one ``round_trip``), the validity of the test
+    set's posterior samples z [N, D]
     decoded, and few-label probes (``probe_key``) of one replica, from the test set's
     posterior means mu [N, D]."""
     chex.assert_rank(mu, 2)
@@ -150,6 +161,7 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
         "latent/edit_spearman": jax.vmap(
             lambda m: analysis.spearman(sign * deltas, m))(measured).mean(),
         "prior/valid_rate": valid_rate(prior),
+        "prior/round_trip_valid_rate": valid_rate(round_trip(params, prior, model=model)),
         "posterior/valid_rate": valid_rate(decode(z)),
     }
     out.update(probe_metrics(probe_key, mu, probe_labels(test, name), name))
