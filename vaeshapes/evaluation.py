@@ -117,19 +117,20 @@ def round_trip(params, images: jax.Array, *, model) -> jax.Array:
     """What one encode-decode round trip (through the posterior mean) makes of displayed
     images: class images [N, H, W], or pixel probabilities [N, H, W, 1], thresholded at
     0.5 before encoding; returns displayed images of the same shape."""
-    if images.ndim == 4:
-        images = (images > 0.5).astype(jnp.float32)
-    mu, _ = model.apply(params, images, method="encode")
-    return analysis.display_images(model.apply(params, mu, method="decode"))
+    chex.assert_rank(images, {3, 4})
+    encoded = (images > 0.5).astype(jnp.float32) if images.ndim == 4 else images
+    mu, _ = model.apply(params, encoded, method="encode")
+    out = analysis.display_images(model.apply(params, mu, method="decode"))
+    chex.assert_shape(out, images.shape)
+    return out
 
 
 def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: jax.Array,
                    probe_key: jax.Array, *, config, model) -> dict:
     """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
     (prior drawn with ``key``; also after one ``round_trip``), the validity of the test
-    set's posterior samples z [N, D]
-    decoded, and few-label probes (``probe_key``) of one replica, from the test set's
-    posterior means mu [N, D]."""
+    set's posterior samples z [N, D] decoded, and few-label probes (``probe_key``) of one
+    replica, from the test set's posterior means mu [N, D]."""
     chex.assert_rank(mu, 2)
     chex.assert_equal_shape([mu, z])
     name = config.data.name
