@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import load_config  # noqa: E402
+from configs import load as load_config  # noqa: E402
 from vaeshapes import training  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", "rect", "Config to measure (its full train set).")

@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import load_config  # noqa: E402
+from configs import load as load_config  # noqa: E402
 from vaeshapes import elbo, training  # noqa: E402
 
 _COMPONENTS = flags.DEFINE_list("components", ["512", "2048", "8192"], "M for part 1.")

@@ -36,7 +36,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import load_config  # noqa: E402
+from configs import load as load_config  # noqa: E402
 from vaeshapes import models, parallel, training  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.")

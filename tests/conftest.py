@@ -1,7 +1,6 @@
 """Shared fixtures (tiny configs) and how the suite runs on 2 CPU cores in minutes: XLA
 flags and one compilation cache for every test process, slowest test files first."""
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -16,6 +15,8 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+from configs import load as load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,14 +68,6 @@ def pytest_sessionfinish(session):
     """Removes the compilation cache this process created."""
     if _OWN_CACHE:
         shutil.rmtree(CACHE_DIR, ignore_errors=True)
-
-
-def load_config(name: str):
-    """get_config() of configs/<name>.py."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def tiny_rect_config():
