@@ -2,10 +2,11 @@
 
 import pytest
 
-from tests.conftest import ROOT, load_config, tiny_rect_config
+import configs
+from tests.conftest import load_config, tiny_rect_config
 from vaeshapes.validation import UserError, validate_config
 
-SHIPPED = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+SHIPPED = configs.available()
 
 
 def test_every_config_is_shipped_and_tested():
@@ -16,6 +17,11 @@ def test_every_config_is_shipped_and_tested():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_are_valid(name):
     validate_config(load_config(name))
+
+
+def test_loading_an_unknown_config_names_the_known_ones():
+    with pytest.raises(ValueError, match="no config 'rect_typo'; configs: rect, rect_best"):
+        load_config("rect_typo")
 
 
 @pytest.mark.parametrize("group", ["", "data.", "model."])
