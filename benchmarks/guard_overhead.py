@@ -20,10 +20,12 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import available  # noqa: E402
 from configs import load as load_config  # noqa: E402
 from vaeshapes import training  # noqa: E402
 
-_CONFIG = flags.DEFINE_string("config", "rect", "Config to measure (its full train set).")
+_CONFIG = flags.DEFINE_enum("config", "rect", available(),
+                            "Config to measure (its full train set).")
 _CHUNKS = flags.DEFINE_integer("chunks", 10, "Chunks per timed loop.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed loops of each kind (median reported).")
 

@@ -31,10 +31,13 @@ from absl import app, flags
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import available  # noqa: E402
 from configs import load as load_config  # noqa: E402
 from vaeshapes import data, models, rng  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.")
+flags.register_validator("configs", lambda v: set(v) <= set(available()),
+                         f"--configs takes {', '.join(available())}")
 _TORCH_EPOCHS = flags.DEFINE_list("torch_epochs", ["rect:20", "shapes:3"],
                                   "config:epochs timed for PyTorch (median epoch reported).")
 _JAX_REPEATS = flags.DEFINE_integer("jax_repeats", 3, "train_speed.py --repeats.")

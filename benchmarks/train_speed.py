@@ -36,10 +36,13 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import available  # noqa: E402
 from configs import load as load_config  # noqa: E402
 from vaeshapes import models, parallel, training  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["rect", "shapes"], "Configs to measure.")
+flags.register_validator("configs", lambda v: set(v) <= set(available()),
+                         f"--configs takes {', '.join(available())}")
 _IMPLS = flags.DEFINE_list("impls", [], "conv_impl values to compare (empty: the config's).")
 _LAYOUTS = flags.DEFINE_list("cpu_layouts", ["split"],
                              "split: as train.py (parallel.split_cpu_cores); data: as "
