@@ -72,4 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.prior_components = 0  # 0: p(z) = N(0, I); M > 0: a learned mixture of M Gaussians
     c.model.prior_type = "mixture"  # or "autoregressive": prod_d of 1-d mixtures (models.py)
     c.model.prior_hidden = (256,)  # MLP widths of the autoregressive prior's conditionals
+    c.model.prior_fourier_features = 0  # > 0: that many random Fourier features of z_<d
+    # feed each conditional's MLP (sin and cos; models.ConditionalMixture)
+    c.model.prior_fourier_scale = 1.0  # std of their frequencies, per unit of z
     return c

@@ -108,6 +108,7 @@ def test_rerun_in_same_workdir_resumes_without_retraining(rect_run):
     ("eval.py", [], "--ckpt"),
     ("eval.py", ["--ckpt=configs", "--iwae_ks=1,zero"], "--iwae_ks"),
     ("eval.py", ["--ckpt=configs", "--figure_seed=-1"], "--figure_seed"),
+    ("eval.py", ["--ckpt=configs", "--prior_samples=0"], "--prior_samples=0: must be 1"),
 ])
 def test_bad_input_gets_one_line_error(script, args, needle, tmp_path):
     result = run(script, *args, f"--workdir={tmp_path}" if script == "train.py" else

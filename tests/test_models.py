@@ -87,15 +87,21 @@ def test_mixture_prior_adds_its_params_and_is_a_normalised_density():
         mean, abs=1e-4)
 
 
-def test_autoregressive_prior_is_a_normalised_density_that_its_samples_follow():
+@pytest.mark.parametrize("fourier_features", [0, 3])
+def test_autoregressive_prior_is_a_normalised_density_that_its_samples_follow(
+        fourier_features):
     config = tiny_rect_config()
     config.latent_dim, config.model.prior_components = 2, 3
     config.model.prior_type, config.model.prior_hidden = "autoregressive", (8,)
+    config.model.prior_fourier_features = fourier_features
     model = models.build_model(config)
     params = models.init_params(model, config, jax.random.PRNGKey(0))
     prior = {k: v for k, v in params["params"].items() if k.startswith("prior_")}
-    # first factor: 3 logits, means, log-variances; z_2 | z_1: Dense(1 -> 8) + Dense(8 -> 9)
-    assert models.count_params(prior) == 3 * 3 + (8 + 8) + (8 * 9 + 9)
+    # first factor: 3 logits, means, log-variances; z_2 | z_1: F frequencies, then
+    # Dense(1 + 2F -> 8) + Dense(8 -> 9)
+    inputs = 1 + 2 * fourier_features
+    assert models.count_params(prior) == (3 * 3 + fourier_features + (inputs * 8 + 8)
+                                          + (8 * 9 + 9))
     leaves, tree = jax.tree_util.tree_flatten(prior)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
     perturbed = [leaf + 0.3 * jax.random.normal(k, leaf.shape)
@@ -127,3 +133,23 @@ def test_without_a_learned_prior_the_prior_is_the_standard_normal():
     want = -0.5 * (jnp.log(2 * jnp.pi) * 8 + jnp.square(z).sum(axis=1))
     chex.assert_trees_all_close(model.apply(params, z, method="prior_log_prob"), want,
                                 rtol=1e-6)
+
+
+def test_fourier_frequencies_are_drawn_at_init_and_never_train():
+    config = tiny_rect_config()
+    config.latent_dim, config.model.prior_components = 3, 2
+    config.model.prior_type, config.model.prior_hidden = "autoregressive", (4,)
+    config.model.prior_fourier_features, config.model.prior_fourier_scale = 5, 0.3
+    model = models.build_model(config)
+    params = models.init_params(model, config, jax.random.PRNGKey(0))
+    frequencies = lambda p: [p["params"][f"prior_conditionals_{i}"]["fourier_frequencies"]
+                             for i in range(2)]
+    chex.assert_shape(frequencies(params), [(1, 5), (2, 5)])
+    # drawn with std 0.3: over 15 draws, well inside [0.1, 0.6]
+    assert 0.1 < float(jnp.concatenate([f.ravel() for f in frequencies(params)]).std()) < 0.6
+    out = params["params"]["prior_conditionals_1"]["Dense_1"]  # starts at zero weights,
+    out["kernel"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), out["kernel"].shape)
+    z = jax.random.normal(jax.random.PRNGKey(1), (7, 3))  # which would stop every gradient
+    grads = jax.grad(lambda p: model.apply(p, z, method="prior_log_prob").sum())(params)
+    chex.assert_trees_all_equal(frequencies(grads), [jnp.zeros((1, 5)), jnp.zeros((2, 5))])
+    assert float(jnp.abs(grads["params"]["prior_conditionals_1"]["Dense_0"]["kernel"]).sum()) > 0

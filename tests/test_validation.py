@@ -118,6 +118,21 @@ def test_train_only_prior_needs_a_learned_prior_and_a_trained_model():
         validate_config(config)
 
 
+def test_fourier_features_need_the_autoregressive_prior_and_a_positive_scale():
+    config = tiny_rect_config()
+    config.model.prior_fourier_features = 16
+    with pytest.raises(UserError, match="prior_type = 'autoregressive'"):
+        validate_config(config)
+    config.model.prior_components, config.model.prior_type = 4, "autoregressive"
+    validate_config(config)
+    config.model.prior_fourier_scale = 0.0
+    with pytest.raises(UserError, match="config.model.prior_fourier_scale = 0.0: must be"):
+        validate_config(config)
+    config.model.prior_fourier_scale, config.model.prior_fourier_features = 0.3, -1
+    with pytest.raises(UserError, match="config.model.prior_fourier_features = -1: must be"):
+        validate_config(config)
+
+
 def test_learned_prior_refuses_free_bits():
     config = tiny_rect_config()
     config.model.prior_components = 4

@@ -28,6 +28,7 @@ ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "grad_clip_norm": 0.0, "train_importance_samples": 1,
                 "train_elbo_encoder": False, "model.prior_components": 0,
                 "model.prior_type": "mixture", "model.prior_hidden": (256,),
+                "model.prior_fourier_features": 0, "model.prior_fourier_scale": 1.0,
                 "train_only_prior": False, "rollback_tolerance": 0.0,
                 "rollback_patience": 50, "select_candidates": 1, "select_at_epoch": 100,
                 "select_window_epochs": 100}

@@ -126,11 +126,12 @@ def round_trip(params, images: jax.Array, *, model) -> jax.Array:
 
 
 def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: jax.Array,
-                   probe_key: jax.Array, *, config, model) -> dict:
-    """Factor association, MIG, active dims, constant-norm editing, prior-sample validity
-    (prior drawn with ``key``; also after one ``round_trip``), the validity of the test
-    set's posterior samples z [N, D] decoded, and few-label probes (``probe_key``) of one
-    replica, from the test set's posterior means mu [N, D]."""
+                   probe_key: jax.Array, *, config, model,
+                   prior_samples: int = NUM_PRIOR_SAMPLES) -> dict:
+    """Factor association, MIG, active dims, constant-norm editing, the validity of
+    ``prior_samples`` prior samples drawn with ``key`` (also after one ``round_trip``) and
+    of the test set's posterior samples z [N, D] decoded, and few-label probes
+    (``probe_key``) of one replica, from the test set's posterior means mu [N, D]."""
     chex.assert_rank(mu, 2)
     chex.assert_equal_shape([mu, z])
     name = config.data.name
@@ -147,7 +148,7 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
     latents = analysis.edit_sweep(mu[:NUM_EDITED], dim, deltas)
     images = decode(latents.reshape(-1, mu.shape[1]))
     measured = jax.vmap(analysis.MEASURE_EDITED[name])(images).reshape(latents.shape[:2])
-    prior = decode(model.apply(params, key, NUM_PRIOR_SAMPLES, method="prior_sample"))
+    prior = decode(model.apply(params, key, prior_samples, method="prior_sample"))
     valid_rate = lambda images: jax.vmap(analysis.IS_VALID_SAMPLE[name])(images).mean()
     out = {
         "latent/association": association,
@@ -197,9 +198,10 @@ def best_by_validation(per_seed: dict) -> dict:
 
 
 def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array, *, config,
-                 model) -> dict:
+                 model, prior_samples: int = NUM_PRIOR_SAMPLES) -> dict:
     """Every test metric of one replica, under its public name (scalars or arrays).
-    ``probe_key`` draws the probes' labelled examples (shared with the pixel baseline)."""
+    ``probe_key`` draws the probes' labelled examples (shared with the pixel baseline);
+    ``prior_samples``: how many prior samples the validity rates are measured on."""
     images = test.images
     keys = jax.random.split(key, images.shape[0])
     one = partial(image_metrics, params, config=config, model=model)
@@ -228,7 +230,8 @@ def seed_metrics(params, test: data.Split, key: jax.Array, probe_key: jax.Array,
         out["info/kl_per_dim_bits"] = mean["kl_per_dim"] / jnp.log(2.0)
     out.update(latent_metrics(params, per_image["mu"], per_image["z"], test,
                               jax.random.fold_in(key, 1),
-                              probe_key, config=config, model=model))
+                              probe_key, config=config, model=model,
+                              prior_samples=prior_samples))
     return out
 
 
@@ -470,13 +473,15 @@ def rate_distortion(per_beta: dict[str, dict], noisy: bool) -> dict:
 
 
 def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
-             iwae_ks: tuple[int, ...] | None = None, figure_seed: int = 0) -> dict:
+             iwae_ks: tuple[int, ...] | None = None, figure_seed: int = 0,
+             prior_samples: int = NUM_PRIOR_SAMPLES) -> dict:
     """Evaluates a checkpoint: writes ``metrics.json`` and figures to ``outdir``.
 
     A beta sweep gets one sub-folder per beta (``beta_<b>/``, a plain run's metrics and
     figures for its seeds) and, at the top, the rate-distortion summary and plot.
     ``iwae_ks``: importance samples of the likelihood bounds (default IWAE_KS[dataset]);
-    ``figure_seed``: the replica (of each beta) whose figures and features CSV are drawn.
+    ``figure_seed``: the replica (of each beta) whose figures and features CSV are drawn;
+    ``prior_samples``: decoded prior samples per replica behind ``prior/valid_rate``.
     """
     config, states, epoch, ckpt_dir = training.load_checkpoint(ckpt)
     if not 0 <= figure_seed < config.num_seeds:
@@ -490,7 +495,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
     splits = data.build_splits(config.data, data_key)
     model = models.build_model(config)
     eval_key = rng.purpose_key(config.seed, "eval")
-    per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model),
+    per_seed_fn = jax.jit(jax.vmap(partial(seed_metrics, config=config, model=model,
+                                           prior_samples=prior_samples),
                                    in_axes=(0, None, None, None)))
     probe_key = jax.random.fold_in(eval_key, 2)
     per_replica = jax.device_get(per_seed_fn(states.params, splits["test"],
@@ -509,7 +515,8 @@ def evaluate(ckpt: str | Path, outdir: str | Path | None = None,
                                               jax.random.fold_in(eval_key, 3))))
     pixel_probes = jax.jit(pixel_probe_metrics, static_argnums=2)(
         splits["test"], probe_key, config.data.name)
-    header = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch}
+    header = {"checkpoint": str(ckpt_dir / str(epoch)), "epoch": epoch,
+              "prior_samples": prior_samples}
     if (workdir / checkpoints.SELECTION_FILE).is_file():  # a seed chosen among candidates
         header["selection"] = json.loads((workdir / checkpoints.SELECTION_FILE).read_text())
     run = partial(report, splits=splits, pixel_probes=pixel_probes, header=header,

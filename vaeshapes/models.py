@@ -34,14 +34,27 @@ MIN_PRIOR_LOGVAR = -9.0  # the autoregressive prior's components: std >= 0.011
 class ConditionalMixture(nn.Module):
     """An MLP from z_<d [..., d] to a 1-d mixture of ``components`` Gaussians over z_d:
     logits, means and log-variances [..., components]. Its output layer starts at zero
-    weights, so every conditional starts as a fixed mixture (means ~ N(0, 1))."""
+    weights, so every conditional starts as a fixed mixture (means ~ N(0, 1)).
+
+    ``fourier_features`` = F > 0 feeds the MLP sin and cos of F random projections of
+    z_<d besides z_<d itself (Tancik et al. 2020), with frequencies ~ N(0,
+    ``fourier_scale``^2) drawn at init and never trained: features that vary on the
+    scale of the codes' clusters, so the conditional can switch between clusters."""
 
     hidden: Sequence[int]
     components: int
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
 
     @nn.compact
     def __call__(self, z_before: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         h = z_before
+        if self.fourier_features:
+            frequencies = self.param("fourier_frequencies",
+                                     nn.initializers.normal(self.fourier_scale),
+                                     (z_before.shape[-1], self.fourier_features))
+            angles = z_before @ jax.lax.stop_gradient(frequencies)
+            h = jnp.concatenate([z_before, jnp.sin(angles), jnp.cos(angles)], axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
         out = nn.Dense(3 * self.components, kernel_init=nn.initializers.zeros,
@@ -77,6 +90,8 @@ class ConvVAE(nn.Module):
         weights are parameters); "autoregressive": p(z) = prod_d p(z_d | z_<d), each
         factor a 1-d mixture of M Gaussians whose parameters an MLP with hidden widths
         ``prior_hidden`` computes from z_<d (free parameters for z_1).
+      prior_fourier_features, prior_fourier_scale: random Fourier features of z_<d for
+        the autoregressive prior's MLPs (``ConditionalMixture``); 0 features: none.
     """
 
     latent_dim: int
@@ -92,6 +107,8 @@ class ConvVAE(nn.Module):
     prior_components: int = 0
     prior_type: str = "mixture"
     prior_hidden: Sequence[int] = ()
+    prior_fourier_features: int = 0
+    prior_fourier_scale: float = 1.0
 
     @property
     def autoregressive_prior(self) -> bool:
@@ -117,9 +134,10 @@ class ConvVAE(nn.Module):
         if self.autoregressive_prior:
             self.prior_first = self.param("prior_first", nn.initializers.normal(1.0),
                                           (3, self.prior_components))
-            self.prior_conditionals = [ConditionalMixture(self.prior_hidden,
-                                                          self.prior_components)
-                                       for _ in range(1, self.latent_dim)]
+            self.prior_conditionals = [
+                ConditionalMixture(self.prior_hidden, self.prior_components,
+                                   self.prior_fourier_features, self.prior_fourier_scale)
+                for _ in range(1, self.latent_dim)]
         elif self.prior_components:
             shape = (self.prior_components, self.latent_dim)
             self.prior_means = self.param("prior_means", nn.initializers.normal(1.0), shape)
@@ -235,6 +253,8 @@ def build_model(config) -> ConvVAE:
         prior_components=m.prior_components,
         prior_type=m.prior_type,
         prior_hidden=tuple(m.prior_hidden),
+        prior_fourier_features=m.prior_fourier_features,
+        prior_fourier_scale=m.prior_fourier_scale,
     )
 
 

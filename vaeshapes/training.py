@@ -190,7 +190,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     if config.train_only_prior:
         optimizer = optax.multi_transform(
             {"train": optimizer, "fixed": optax.set_to_zero()},
-            lambda params: {"params": {name: "train" if name.startswith("prior_") else "fixed"
+            lambda params: {"params": {name: "train" if is_prior_param(name) else "fixed"
                                        for name in params["params"]}})
     return optimizer
 
@@ -254,13 +254,37 @@ def train_step(state: TrainState, batch: jax.Array, beta: jax.Array, *, config, 
                                 noise_std=config.latent_noise_std)
         return elbo.loss(terms, weight, config.free_bits), terms
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, terms), grads = value_and_grad(loss_fn, state.params, config.train_only_prior)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     state = state.replace(step=state.step + 1, opt_state=opt_state,
                           params=optax.apply_updates(state.params, updates))
     metrics = dict(loss=loss, recon=terms["recon"].mean(), kl=terms["kl"].mean(),
                    grad_norm=optax.tree.norm(grads))
     return state, metrics
+
+
+def is_prior_param(name: str) -> bool:
+    """Whether the top-level parameter ``name`` belongs to the learned prior."""
+    return name.startswith("prior_")
+
+
+def split_prior(params) -> tuple[dict, dict]:
+    """(the learned prior's top-level params, the rest) of a ``{"params": ...}`` tree."""
+    inner = params["params"]
+    return ({k: v for k, v in inner.items() if is_prior_param(k)},
+            {k: v for k, v in inner.items() if not is_prior_param(k)})
+
+
+def value_and_grad(loss_fn, params, only_prior: bool = False):
+    """``jax.value_and_grad(loss_fn, has_aux=True)(params)``; with ``only_prior``, only the
+    learned prior's gradient is computed and every other one is zero (no backward pass
+    through the encoder and decoder)."""
+    if not only_prior:
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    prior, rest = split_prior(params)
+    out, prior_grads = jax.value_and_grad(
+        lambda p: loss_fn({"params": {**rest, **p}}), has_aux=True)(prior)
+    return out, {"params": {**jax.tree_util.tree_map(jnp.zeros_like, rest), **prior_grads}}
 
 
 def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
@@ -596,26 +620,46 @@ def load_checkpoint(path: str | Path, sharding=None, flag: str = "--ckpt"):
 def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
     """``states`` with params from ``config.init_from`` (a workdir or step dir) for every
     replica, one to one when it has as many replicas, else its replica 0 copied to all;
-    fresh optimiser state."""
+    fresh optimiser state. With ``train_only_prior``, a learned prior of another shape
+    than the source's (or where the source has none) keeps its fresh initialisation: a
+    second stage that fits a new prior to a trained encoder and decoder."""
     source_config, source, _, _ = load_checkpoint(config.init_from, parallel.replicated(mesh),
                                                   flag="config.init_from")
-    try:
-        chex.assert_trees_all_equal_shapes(
-            jax.tree_util.tree_map(lambda p: p[0], source.params),
-            jax.tree_util.tree_map(lambda p: p[0], states.params))
-    except AssertionError as e:
+    if config.train_only_prior and num_replicas(source_config) != num_replicas(config):
+        raise UserError(f"config.train_only_prior refits the prior of each of the "
+                        f"{num_replicas(source_config)} replica(s) of {config.init_from}: "
+                        f"set --config.num_seeds={source_config.num_seeds} (and the "
+                        f"sweep_betas it had), not {num_replicas(config)} replica(s)")
+    first = lambda params: jax.tree_util.tree_map(lambda p: p[0], params)
+    ours, theirs = first(states.params), first(source.params)
+    fresh_prior = config.train_only_prior and not same_shapes(split_prior(ours)[0],
+                                                              split_prior(theirs)[0])
+    if not same_shapes(*(split_prior(p)[1] if fresh_prior else p for p in (ours, theirs))):
         raise UserError(f"config.init_from={config.init_from}: its model differs from this "
-                        "config's model") from e
+                        "config's model")
+    if fresh_prior:
+        say(f"The learned prior starts fresh: {config.init_from} has none of this shape")
 
     def with_params(states, params):
         if num_replicas(source_config) != num_replicas(config):
             params = jax.tree_util.tree_map(
                 lambda p: jnp.broadcast_to(p[0], (num_replicas(config),) + p.shape[1:]),
                 params)
+        if fresh_prior:
+            params = {"params": {**split_prior(params)[1], **split_prior(states.params)[0]}}
         return states.replace(params=params, opt_state=jax.vmap(optimizer.init)(params))
 
     return jax.jit(with_params, out_shardings=parallel.replica_sharding(mesh))(
         states, source.params)
+
+
+def same_shapes(a, b) -> bool:
+    """Whether two pytrees have the same structure and leaf shapes."""
+    try:
+        chex.assert_trees_all_equal_shapes(a, b)
+    except (AssertionError, ValueError):
+        return False
+    return True
 
 
 def start_states(config, trainer: Trainer, mngr) -> tuple[TrainState, int]:

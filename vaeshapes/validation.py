@@ -50,7 +50,8 @@ KNOWN_FIELDS = {
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
-              "decoder_dense", "prior_components", "prior_type", "prior_hidden"},
+              "decoder_dense", "prior_components", "prior_type", "prior_hidden",
+              "prior_fourier_features", "prior_fourier_scale"},
 }
 
 
@@ -122,6 +123,14 @@ def validate_config(config) -> None:
                         f"{', '.join(models.PRIOR_TYPES)}")
     for field in ("model.encoder_dense", "model.decoder_dense", "model.prior_hidden"):
         _check_widths(config, field)
+    _check_int(config, "model.prior_fourier_features", 0)
+    _check_float(config, "model.prior_fourier_scale", 0.0, strict=True)
+    if config.model.prior_fourier_features and not (config.model.prior_components
+                                                    and prior_type == "autoregressive"):
+        raise UserError(f"config.model.prior_fourier_features = "
+                        f"{config.model.prior_fourier_features} feeds the autoregressive "
+                        f"prior's MLPs: it needs config.model.prior_type = 'autoregressive' "
+                        f"and config.model.prior_components > 0")
     _check_decoder_output(config)
     for field in ("keep_best", "data.stream", "train_elbo_encoder", "train_only_prior"):
         if not isinstance(_get(config, field), bool):
