@@ -10,8 +10,8 @@ SHIPPED = configs.available()
 
 
 def test_every_config_is_shipped_and_tested():
-    assert {"rect", "rect_stream", "rect_best", "rect_best_of3", "rect_sweep", "shapes",
-            "shapes_noisy", "shapes_sweep"} <= set(SHIPPED)
+    assert {"rect", "rect_stream", "rect_best", "rect_best_of3", "rect_best_refit", "rect_sweep",
+            "shapes", "shapes_noisy", "shapes_sweep"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
