@@ -14,9 +14,9 @@ _IWAE_KS = flags.DEFINE_list("iwae_ks", None, "Importance samples K of the test 
                              "1,100,1000; shapes 1,10).")
 _FIGURE_SEED = flags.DEFINE_integer("figure_seed", 0, "The replica (seed index, of each "
                                    "beta in a sweep) whose figures and features.csv are drawn.")
-_PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", 1000, "Prior samples per replica "
-                                      "that prior/valid_rate is measured on (1000: a "
-                                      "sampling error of about 0.8 points at 93%).")
+_PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", None, "Prior samples per replica "
+                                      "that prior/valid_rate is measured on (default "
+                                      "1000: a sampling error of about 0.8 points at 93%).")
 
 
 def main(argv):

@@ -96,7 +96,7 @@ def run_train(config, workdir: str | None, distributed: dict | None = None,
 
 
 def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = None,
-             figure_seed: int = 0, prior_samples: int = 1000) -> int:
+             figure_seed: int = 0, prior_samples: int | None = None) -> int:
     from vaeshapes import evaluation
     from vaeshapes.validation import UserError
 
@@ -113,10 +113,11 @@ def run_eval(ckpt: str | None, outdir: str | None, iwae_ks: list[str] | None = N
     if figure_seed < 0:
         return _fail(f"--figure_seed={figure_seed}: must be a seed index, 0 or more",
                      EXIT_USER_ERROR)
-    if prior_samples < 1:
+    if prior_samples is not None and prior_samples < 1:
         return _fail(f"--prior_samples={prior_samples}: must be 1 or more", EXIT_USER_ERROR)
     try:
-        metrics = evaluation.evaluate(ckpt, outdir, ks, figure_seed, prior_samples)
+        metrics = evaluation.evaluate(ckpt, outdir, ks, figure_seed,
+                                      prior_samples or evaluation.NUM_PRIOR_SAMPLES)
     except UserError as e:
         return _fail(str(e), EXIT_USER_ERROR)
     for key, value in metrics.items():
