@@ -16,6 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = "rect"  # default workdir is runs/<name>
     c.seed = 0  # root of every random draw (data, init, training, eval)
     c.num_seeds = 1  # independent replicas trained together (params on a leading axis)
+    c.first_replica = 0  # k > 0: train replicas k..k+num_seeds-1 of this seed (replica i is
+    # the same in every run that trains it, so a many-seed run can be split over jobs)
     c.num_epochs = 1000
     c.batch_size = 32  # the last partial batch of each epoch is dropped (static shapes)
     c.learning_rate = 1e-3  # Adam

@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = "shapes"  # default workdir is runs/<name>
     c.seed = 0
     c.num_seeds = 1
+    c.first_replica = 0  # k > 0: train replicas k..k+num_seeds-1 of this seed (rect.py)
     c.num_epochs = 50
     c.batch_size = 128  # the last partial batch of each epoch is dropped (static shapes)
     c.learning_rate = 1e-3  # Adam

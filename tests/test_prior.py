@@ -91,6 +91,10 @@ def test_train_only_prior_fits_a_fresh_prior_of_another_shape(tmp_path):
     config.num_seeds = 2  # one prior per replica of the source
     with pytest.raises(training.UserError, match="set --config.num_seeds=1"):
         training.train(config, tmp_path / "other")
+    config.num_seeds, config.first_replica = 1, 1  # another replica's keys than the source's
+    with pytest.raises(training.UserError, match="--config.first_replica=0"):
+        training.train(config, tmp_path / "other")
+    config.first_replica = 0
     config.num_seeds, config.model.embed_dim = 1, 4  # the rest of the model must match
     with pytest.raises(training.UserError, match="its model differs"):
         training.train(config, tmp_path / "other")

@@ -65,6 +65,19 @@ def test_seed_replicas_differ_and_replica0_equals_single_seed_run(trained, tmp_p
                                 p0, atol=1e-5)
 
 
+def test_first_replica_trains_that_replica_of_a_multi_seed_run(trained, tmp_path):
+    _, _, states = trained
+    config = tiny_rect_config()
+    config.first_replica = 1
+    alone = training.train(config, tmp_path)
+    p1 = jax.tree_util.tree_map(lambda x: x[1], states.params)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[0], alone.params), p1,
+                                atol=1e-5)
+    p0 = jax.tree_util.tree_map(lambda x: x[0], states.params)
+    assert not np.allclose(alone.params["params"]["fc_mu"]["kernel"][0],
+                           p0["params"]["fc_mu"]["kernel"])
+
+
 def test_checkpoint_round_trip_gives_identical_state(trained):
     config, workdir, states = trained
     mngr = checkpoints.manager(workdir / "checkpoints", read_only=True)

@@ -51,6 +51,15 @@ def test_dense_widths_must_be_positive_ints(field, widths):
         validate_config(config)
 
 
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_first_replica_must_be_a_non_negative_int(value):
+    config = tiny_rect_config()
+    del config["first_replica"]
+    config.first_replica = value
+    with pytest.raises(UserError, match="config.first_replica"):
+        validate_config(config)
+
+
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
 def test_grad_clip_norm_must_be_a_non_negative_number(value):
     config = tiny_rect_config()

@@ -10,7 +10,9 @@ def purpose_key(seed: int, purpose: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), PURPOSES.index(purpose))
 
 
-def replica_keys(seed: int, purpose: str, num_seeds: int) -> jax.Array:
-    """Keys [num_seeds, 2] for independent replicas; replica 0 is the same in any run."""
+def replica_keys(seed: int, purpose: str, num_seeds: int, first: int = 0) -> jax.Array:
+    """Keys [num_seeds, 2] of replicas ``first .. first + num_seeds - 1`` of ``seed``:
+    replica i has the same keys in any run that trains it."""
     base = purpose_key(seed, purpose)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jax.numpy.arange(num_seeds))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(
+        jax.numpy.arange(first, first + num_seeds))

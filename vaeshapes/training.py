@@ -219,7 +219,8 @@ def init_states(config, model, optimizer) -> TrainState:
     keys at every beta of a sweep (common random numbers: betas differ only in beta)."""
     repeats = num_replicas(config) // config.num_seeds
     init_keys, train_keys = (
-        jnp.tile(rng.replica_keys(config.seed, purpose, config.num_seeds), (repeats, 1))
+        jnp.tile(rng.replica_keys(config.seed, purpose, config.num_seeds,
+                                  config.first_replica), (repeats, 1))
         for purpose in ("init", "train"))
     return jax.vmap(partial(init_state, config, model, optimizer))(init_keys, train_keys)
 
@@ -625,11 +626,15 @@ def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
     second stage that fits a new prior to a trained encoder and decoder."""
     source_config, source, _, _ = load_checkpoint(config.init_from, parallel.replicated(mesh),
                                                   flag="config.init_from")
-    if config.train_only_prior and num_replicas(source_config) != num_replicas(config):
+    if config.train_only_prior and (
+            num_replicas(source_config) != num_replicas(config)
+            or source_config.first_replica != config.first_replica):
         raise UserError(f"config.train_only_prior refits the prior of each of the "
                         f"{num_replicas(source_config)} replica(s) of {config.init_from}: "
-                        f"set --config.num_seeds={source_config.num_seeds} (and the "
-                        f"sweep_betas it had), not {num_replicas(config)} replica(s)")
+                        f"set --config.num_seeds={source_config.num_seeds} "
+                        f"--config.first_replica={source_config.first_replica} (and the "
+                        f"sweep_betas it had), not {num_replicas(config)} replica(s) from "
+                        f"{config.first_replica}")
     first = lambda params: jax.tree_util.tree_map(lambda p: p[0], params)
     ours, theirs = first(states.params), first(source.params)
     fresh_prior = config.train_only_prior and not same_shapes(split_prior(ours)[0],

@@ -40,7 +40,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 # Every field a config may have; anything else is a typo or a stale field.
 KNOWN_FIELDS = {
-    "": {"name", "seed", "num_seeds", "num_epochs", "batch_size", "learning_rate",
+    "": {"name", "seed", "num_seeds", "first_replica", "num_epochs", "batch_size", "learning_rate",
          "latent_dim", "beta", "sweep_betas", "latent_noise_std", "info_noise_std", "log_every",
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
@@ -74,6 +74,7 @@ def validate_config(config) -> None:
         _check_int(config, field, 1)
     _check_int(config, "seed", 0, 2**31 - 1)
     _check_int(config, "data.num_val", 0)
+    _check_int(config, "first_replica", 0, 2**31 - 1)
     _check_int(config, "kl_warmup_epochs", 0)
     _check_int(config, "lr_warmup_epochs", 0)
     _check_int(config, "model.prior_components", 0)
