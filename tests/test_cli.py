@@ -53,7 +53,7 @@ def test_eval_of_a_step_folder_writes_metrics_and_figures(rect_run):
     metrics = json.loads((outdir / "metrics.json").read_text())
     for key in RECT_EVAL_KEYS:
         assert key in metrics, key
-    assert metrics["num_params"] == 21_346
+    assert metrics["num_params"] == 21_346 and metrics["first_replica"] == 0
     assert metrics["epoch"] == 1
     assert metrics["test/entropy_floor_nats_per_image"] == pytest.approx(9.8233, abs=1e-4)
     assert 0 <= metrics["test/exact_match"] <= 1

@@ -418,7 +418,7 @@ def report(config, params, per_seed: dict, splits, pixel_probes: dict, header: d
     ``figure_seed``; writes ``outdir/metrics.json``."""
     outdir.mkdir(parents=True, exist_ok=True)
     shown_params = jax.device_put(take(params, figure_seed))
-    metrics = dict(header, num_seeds=config.num_seeds,
+    metrics = dict(header, num_seeds=config.num_seeds, first_replica=config.first_replica,
                    num_params=models.count_params(shown_params))
     metrics["info/noise_std"] = info_noise_std(config)
     floor = data.entropy_floor_nats(config.data)

@@ -74,7 +74,7 @@ def validate_config(config) -> None:
         _check_int(config, field, 1)
     _check_int(config, "seed", 0, 2**31 - 1)
     _check_int(config, "data.num_val", 0)
-    _check_int(config, "first_replica", 0, 2**31 - 1)
+    _check_int(config, "first_replica", 0, 2**30)
     _check_int(config, "kl_warmup_epochs", 0)
     _check_int(config, "lr_warmup_epochs", 0)
     _check_int(config, "model.prior_components", 0)
