@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Adam moments (needs data.num_val > 0)
     c.rollback_patience = 50  # rect_best's brief spikes above 1.2x its best recover within
     # 40 epochs (README); a replica that is stuck does not
+    c.restart_above = 0.0  # > 0: at the end of every restart_every-th epoch, a replica whose
+    # val loss (nats per image) is above this starts again from fresh parameters and optimiser
+    c.restart_every = 50  # (needs data.num_val > 0)
     # Best of N seeds, off by default: train seeds seed..seed+N-1 to select_at_epoch, keep
     # the one with the lowest mean logged val loss over the select_window_epochs before it,
     # finish only that one (vaeshapes/selection.py; needs data.num_val > 0)

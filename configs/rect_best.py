@@ -25,6 +25,10 @@ def get_config():
     c.rollback_tolerance = 0.2  # a replica stuck above 1.2x its best val loss for 50 epochs
     # returns to its best params (of 9 seeds it fired 6 times on seed 5, which then ended
     # at 95.6% valid, and once on seed 8, which ended at 85.2%; the README)
+    c.restart_above = 40.0  # a replica above 40 nats per image at epoch 49, 99, ... starts
+    # afresh: seed 60's replica 3 never learned colour (val loss 77 at epoch 20, 73 at the
+    # end, 3% valid prior samples) where the other 18 runs were at 16-24 by epoch 40;
+    # restarted at epoch 49 it was at 21 by epoch 80. Runs below it are unchanged.
     c.log_every = 20
     c.checkpoint_every = 100
     # The source's convolutions with MLPs around the latent: encoder Conv 4 -> Conv 8 ->

@@ -21,5 +21,6 @@ def get_config():
     c.train_importance_samples = 8
     c.latent_noise_std = 0.0  # the IWAE bound has no noise term (and was measured without)
     c.num_epochs = 1000  # 4.1M images; each step decodes 8x as many
-    c.rollback_tolerance = 0.0  # as measured (rect_best.py has since added rollback)
+    c.rollback_tolerance = 0.0  # as measured (rect_best.py has since added rollback
+    c.restart_above = 0.0  # and restarts)
     return c

@@ -30,6 +30,7 @@ def get_config():
     c.lr_schedule = "cosine"
     c.lr_warmup_epochs = 0
     c.rollback_tolerance = 0.0
+    c.restart_above = 0.0  # a restart would redraw the fixed encoder and decoder too
     c.log_every = 50
     c.checkpoint_every = 250
     return c

@@ -340,3 +340,52 @@ def test_rollback_recovers_from_divergence_across_a_resume(tmp_path):
     assert [r["train/rollbacks"] for r in records] == [1, 2, 3, 4]
     assert plotting.rollback_epochs(records) == [0, 1, 2, 3]  # marked in the curves
     assert (tmp_path / "figures" / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_restart_if_stuck_starts_afresh_only_on_check_epochs_above_the_threshold(jit):
+    config = tiny_rect_config()
+    config.rollback_tolerance, config.restart_above = 0.2, 5.0
+    model, optimizer = models.build_model(config), training.make_optimizer(config)
+    def init(init_key):
+        return training.init_state(config, model, optimizer, init_key, jax.random.PRNGKey(9))
+
+    state = init(jax.random.PRNGKey(0))
+    grads = jax.tree_util.tree_map(jnp.ones_like, state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    moved = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                          epoch=jnp.int32(3), step=jnp.int32(7),
+                          fallback=state.fallback.replace(rollbacks=jnp.int32(2)))
+    fresh = init(jax.random.PRNGKey(1))
+    restart = training.restart_if_stuck
+    restart = jax.jit(restart) if jit else restart
+    for val_loss, every in ((4.0, 4), (6.0, 3), (6.0, 5)):  # below it, or not a check epoch
+        kept = restart(moved, jnp.float32(val_loss), fresh, 5.0, every)
+        chex.assert_trees_all_equal(kept, moved)
+    for bad in (6.0, jnp.nan):  # epoch 3 is the end of every 4th (and 2nd) epoch
+        new = restart(moved, jnp.float32(bad), fresh, 5.0, 4)
+        chex.assert_trees_all_equal(new.params, fresh.params)
+        chex.assert_trees_all_equal(new.opt_state, fresh.opt_state)  # Adam's count too
+        chex.assert_trees_all_equal(new.fallback.params, fresh.params)
+        assert float(new.fallback.val_loss) == np.inf and int(new.fallback.rollbacks) == 2
+        assert int(new.restarts) == 1
+        chex.assert_trees_all_equal((new.epoch, new.step, new.key),
+                                    (moved.epoch, moved.step, moved.key))
+
+
+def test_stuck_replicas_restart_on_schedule_across_a_resume(tmp_path):
+    config = tiny_rect_config()
+    config.data.num_val, config.restart_above, config.restart_every = 32, 1e-3, 2
+    short = config.copy_and_resolve_references()
+    short.num_epochs = 2
+    training.train(short, tmp_path)
+    states = training.train(config, tmp_path)  # resumes at 2 with the checkpointed count
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/restarts"] for r in records] == [0, 1, 1, 2]
+    # the last restart, after epoch 3, drew fresh parameters from that epoch's key
+    train_key = rng.replica_keys(config.seed, "train", 1)[0]
+    restart_key = jax.random.fold_in(jax.random.fold_in(train_key, 3), 3)
+    fresh = training.init_state(config, models.build_model(config),
+                                training.make_optimizer(config), restart_key, train_key)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[0], states.params),
+                                fresh.params, atol=1e-6)  # compiled vs op by op

@@ -159,3 +159,18 @@ def test_rollback_needs_a_valid_tolerance_patience_and_validation_split():
     config.rollback_patience = 0
     with pytest.raises(UserError, match="config.rollback_patience"):
         validate_config(config)
+
+
+def test_restart_needs_a_valid_threshold_period_and_validation_split():
+    config = tiny_rect_config()
+    config.restart_above = -1.0
+    with pytest.raises(UserError, match="config.restart_above = -1.0: must be"):
+        validate_config(config)
+    config.restart_above = 40.0
+    with pytest.raises(UserError, match=r"config.restart_above = 40.0 compares .*num_val > 0"):
+        validate_config(config)
+    config.data.num_val = 32
+    validate_config(config)
+    config.restart_every = 0
+    with pytest.raises(UserError, match="config.restart_every"):
+        validate_config(config)

@@ -31,7 +31,8 @@ ADDED_FIELDS = {"keep_best": True, "kl_warmup_epochs": 0, "free_bits": 0.0,
                 "model.prior_fourier_features": 0, "model.prior_fourier_scale": 1.0,
                 "train_only_prior": False, "rollback_tolerance": 0.0,
                 "rollback_patience": 50, "select_candidates": 1, "select_at_epoch": 100,
-                "select_window_epochs": 100, "first_replica": 0}
+                "select_window_epochs": 100, "first_replica": 0, "restart_above": 0.0,
+                "restart_every": 50}
 
 
 def config_to_json_dict(config) -> dict:

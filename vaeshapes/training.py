@@ -54,6 +54,7 @@ class TrainState:
     opt_state: Any
     key: jax.Array  # uint32 [2]: the replica's training key; draws fold in epoch/step
     fallback: Any = None  # Fallback with config.rollback_tolerance > 0, else None
+    restarts: Any = None  # int32 []: restarts so far with config.restart_above > 0, else None
 
 
 @flax.struct.dataclass
@@ -210,8 +211,10 @@ def init_state(config, model, optimizer, init_key: jax.Array,
                             val_loss=jnp.array(jnp.inf, jnp.float32),
                             rollbacks=jnp.zeros((), jnp.int32),
                             epochs_above=jnp.zeros((), jnp.int32))
+    restarts = jnp.zeros((), jnp.int32) if config.restart_above else None
     return TrainState(epoch=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
-                      params=params, opt_state=opt_state, key=train_key, fallback=fallback)
+                      params=params, opt_state=opt_state, key=train_key, fallback=fallback,
+                      restarts=restarts)
 
 
 def init_states(config, model, optimizer) -> TrainState:
@@ -369,6 +372,26 @@ def roll_back_if_worse(state: TrainState, val_loss: jax.Array, tolerance: float 
         fallback=fallback)
 
 
+def restart_if_stuck(state: TrainState, val_loss: jax.Array, fresh: TrainState,
+                     above: float | jax.Array, every: int | jax.Array) -> TrainState:
+    """``state`` after an epoch with validation loss ``val_loss`` (nats per image, []); but
+    at the end of every ``every``-th epoch, if that loss is above ``above`` or not finite,
+    ``fresh``'s params, optimiser state (its schedule starts again) and fallback (the
+    rollback count goes on), with the restart counted; epoch, step count and key go on."""
+    chex.assert_shape(val_loss, ())
+    stuck = ((state.epoch + 1) % every == 0) & ~(val_loss <= above)
+
+    def pick(new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(stuck, a, b), new, old)
+
+    fallback = state.fallback
+    if fallback is not None:
+        fallback = pick(fresh.fallback.replace(rollbacks=fallback.rollbacks), fallback)
+    return state.replace(params=pick(fresh.params, state.params),
+                         opt_state=pick(fresh.opt_state, state.opt_state), fallback=fallback,
+                         restarts=state.restarts + stuck.astype(jnp.int32))
+
+
 def epoch_train_split(config, train: data.SplitKeys, epoch_key: jax.Array) -> data.SplitKeys:
     """The epoch's training images: the fixed split, or with ``data.stream`` as many fresh
     ones, drawn from the replica's epoch key."""
@@ -399,6 +422,12 @@ def run_epoch(state: TrainState, beta: jax.Array, train: data.SplitKeys,
             state = roll_back_if_worse(state, metrics["val/loss"], config.rollback_tolerance,
                                        config.rollback_patience)
             metrics["train/rollbacks"] = state.fallback.rollbacks
+        if state.restarts is not None:
+            fresh = init_state(config, model, optimizer, jax.random.fold_in(epoch_key, 3),
+                               state.key)
+            state = restart_if_stuck(state, metrics["val/loss"], fresh, config.restart_above,
+                                     config.restart_every)
+            metrics["train/restarts"] = state.restarts
     return state.replace(epoch=state.epoch + 1), metrics
 
 
@@ -562,14 +591,15 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
-def rolled_back(metrics: dict[str, np.ndarray], before: np.ndarray | None) -> np.ndarray:
-    """[epochs, replicas]: whether each replica rolled back after each epoch of a chunk,
-    from the running counts ``train/rollbacks`` and the counts ``before`` it [replicas]
-    (all False without rollback)."""
+def count_rose(metrics: dict[str, np.ndarray], name: str,
+               before: np.ndarray | None) -> np.ndarray:
+    """[epochs, replicas]: whether the running count ``metrics[name]`` (``train/rollbacks``,
+    ``train/restarts``) rose in each epoch of a chunk, from the counts ``before`` it
+    [replicas] (all False where the run does not count it)."""
     loss = metrics["train/loss"]
-    if "train/rollbacks" not in metrics:
+    if name not in metrics:
         return np.zeros(loss.shape, bool)
-    counts = np.asarray(metrics["train/rollbacks"])
+    counts = np.asarray(metrics[name])
     chex.assert_shape(counts, loss.shape)
     return np.diff(counts, axis=0, prepend=before[None]) > 0
 
@@ -747,13 +777,17 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer,
     last_saved = mngr.latest_step()
     rollbacks = (None if states.fallback is None
                  else np.asarray(jax.device_get(states.fallback.rollbacks)))
+    restarts = None if states.restarts is None else np.asarray(jax.device_get(states.restarts))
     while epoch < end:
         n = min(chunk_epochs(config), end - epoch)
         states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
-        back = rolled_back(metrics, rollbacks)
+        back = count_rose(metrics, "train/rollbacks", rollbacks)
+        restarted = count_rose(metrics, "train/restarts", restarts)
         if rollbacks is not None:
             rollbacks = metrics["train/rollbacks"][-1]
+        if restarts is not None:
+            restarts = metrics["train/restarts"][-1]
         bad = first_nonfinite_epoch(metrics, states.params, back)
         if bad is not None:
             raise NonFiniteError(
@@ -770,6 +804,10 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer,
                     f"1 + config.rollback_tolerance = {1 + config.rollback_tolerance:g} "
                     f"times its best for config.rollback_patience = "
                     f"{config.rollback_patience} epochs)")
+            for r in np.flatnonzero(restarted[i]):
+                say(f"Epoch {epoch + i}: replica {r} restarted from fresh parameters (val "
+                    f"loss {metrics['val/loss'][i, r]:.2f} nats per image, above "
+                    f"config.restart_above = {config.restart_above:g})")
             if main and should_log(epoch + i, config):
                 record = sweep_record(epoch + i, {k: v[i] for k, v in metrics.items()},
                                       num_pixels, config)

@@ -45,7 +45,8 @@ KNOWN_FIELDS = {
          "checkpoint_every", "keep_checkpoints", "keep_best", "init_from", "eval_batch_size",
          "kl_warmup_epochs", "free_bits", "lr_schedule", "lr_warmup_epochs", "grad_clip_norm",
          "train_importance_samples", "train_elbo_encoder", "train_only_prior", "rollback_tolerance",
-         "rollback_patience", "select_candidates", "select_at_epoch", "select_window_epochs",
+         "rollback_patience", "restart_above", "restart_every", "select_candidates",
+         "select_at_epoch", "select_window_epochs",
          "data", "model"},
     "data": {"name", "num_train", "num_val", "num_test", "stream"},
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
@@ -91,10 +92,12 @@ def validate_config(config) -> None:
     _check_float(config, "grad_clip_norm", 0.0)
     _check_float(config, "rollback_tolerance", 0.0)
     _check_int(config, "rollback_patience", 1)
-    if config.rollback_tolerance and not config.data.num_val:
-        raise UserError(f"config.rollback_tolerance = {config.rollback_tolerance} compares "
-                        f"validation losses: it needs a validation split "
-                        f"(config.data.num_val > 0)")
+    _check_float(config, "restart_above", 0.0)
+    _check_int(config, "restart_every", 1)
+    for field in ("rollback_tolerance", "restart_above"):
+        if config[field] and not config.data.num_val:
+            raise UserError(f"config.{field} = {config[field]} compares validation losses: "
+                            f"it needs a validation split (config.data.num_val > 0)")
     _check_importance_samples(config)
     _check_selection(config)
     _check_float(config, "learning_rate", 0.0, strict=True)
