@@ -389,3 +389,13 @@ def test_stuck_replicas_restart_on_schedule_across_a_resume(tmp_path):
                                 training.make_optimizer(config), restart_key, train_key)
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[0], states.params),
                                 fresh.params, atol=1e-6)  # compiled vs op by op
+
+
+def test_a_replica_restarted_after_a_non_finite_epoch_trains_on(tmp_path):
+    config = tiny_rect_config()
+    config.data.num_val, config.restart_above, config.restart_every = 32, 1e-3, 1
+    config.learning_rate = 1e30  # every epoch diverges; each restart recovers (no rollback)
+    training.train(config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/restarts"] for r in records] == [1, 2, 3, 4]
+    assert not np.isfinite(records[-1]["train/loss_per_pixel"])

@@ -146,31 +146,19 @@ def test_learned_prior_refuses_free_bits():
         validate_config(config)
 
 
-def test_rollback_needs_a_valid_tolerance_patience_and_validation_split():
+@pytest.mark.parametrize("threshold, period, value", [
+    ("rollback_tolerance", "rollback_patience", 1.0), ("restart_above", "restart_every", 40.0)])
+def test_rollback_and_restart_need_a_valid_threshold_period_and_validation_split(
+        threshold, period, value):
     config = tiny_rect_config()
-    config.rollback_tolerance = -1.0
-    with pytest.raises(UserError, match="config.rollback_tolerance = -1.0: must be"):
+    config[threshold] = -1.0
+    with pytest.raises(UserError, match=f"config.{threshold} = -1.0: must be"):
         validate_config(config)
-    config.rollback_tolerance = 1.0
-    with pytest.raises(UserError, match=r"config.data.num_val > 0"):
+    config[threshold] = value
+    with pytest.raises(UserError, match=rf"config.{threshold} = {value} compares .*num_val > 0"):
         validate_config(config)
     config.data.num_val = 32
     validate_config(config)
-    config.rollback_patience = 0
-    with pytest.raises(UserError, match="config.rollback_patience"):
-        validate_config(config)
-
-
-def test_restart_needs_a_valid_threshold_period_and_validation_split():
-    config = tiny_rect_config()
-    config.restart_above = -1.0
-    with pytest.raises(UserError, match="config.restart_above = -1.0: must be"):
-        validate_config(config)
-    config.restart_above = 40.0
-    with pytest.raises(UserError, match=r"config.restart_above = 40.0 compares .*num_val > 0"):
-        validate_config(config)
-    config.data.num_val = 32
-    validate_config(config)
-    config.restart_every = 0
-    with pytest.raises(UserError, match="config.restart_every"):
+    config[period] = 0
+    with pytest.raises(UserError, match=f"config.{period}"):
         validate_config(config)

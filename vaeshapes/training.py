@@ -607,7 +607,7 @@ def count_rose(metrics: dict[str, np.ndarray], name: str,
 def first_nonfinite_epoch(metrics: dict[str, np.ndarray], params,
                           recovered: np.ndarray | None = None) -> int | None:
     """Index (within a chunk) of the first epoch whose train loss [epochs, seeds] is not
-    finite, except where ``recovered`` [epochs, seeds] (rolled back from it); 0 if only the
+    finite, except where ``recovered`` [epochs, seeds] (rolled back or restarted); 0 if only the
     parameters are not finite; None if everything is finite."""
     finite = np.isfinite(metrics["train/loss"])
     finite_loss = (finite if recovered is None else finite | recovered).all(axis=1)
@@ -788,7 +788,7 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer,
             rollbacks = metrics["train/rollbacks"][-1]
         if restarts is not None:
             restarts = metrics["train/restarts"][-1]
-        bad = first_nonfinite_epoch(metrics, states.params, back)
+        bad = first_nonfinite_epoch(metrics, states.params, back | restarted)
         if bad is not None:
             raise NonFiniteError(
                 f"non-finite loss or parameters in epochs {epoch}..{epoch + n - 1} (first bad "
