@@ -591,6 +591,13 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
+def running_counts(states: TrainState) -> dict[str, np.ndarray]:
+    """The running counts [replicas] that ``states`` keeps, under their metric names."""
+    counts = {"train/rollbacks": None if states.fallback is None else states.fallback.rollbacks,
+              "train/restarts": states.restarts}
+    return {name: np.asarray(jax.device_get(c)) for name, c in counts.items() if c is not None}
+
+
 def count_rose(metrics: dict[str, np.ndarray], name: str,
                before: np.ndarray | None) -> np.ndarray:
     """[epochs, replicas]: whether the running count ``metrics[name]`` (``train/rollbacks``,
@@ -775,19 +782,14 @@ def _train_locked(config, workdir: Path, stop: StopSignals, trainer: Trainer,
         log = MetricsLog(workdir / "metrics.jsonl", epoch)
         progress = Progress(end, epoch)
     last_saved = mngr.latest_step()
-    rollbacks = (None if states.fallback is None
-                 else np.asarray(jax.device_get(states.fallback.rollbacks)))
-    restarts = None if states.restarts is None else np.asarray(jax.device_get(states.restarts))
+    counts = running_counts(states)
     while epoch < end:
         n = min(chunk_epochs(config), end - epoch)
         states, metrics = trainer.run(states, n)
         metrics = jax.device_get(metrics)
-        back = count_rose(metrics, "train/rollbacks", rollbacks)
-        restarted = count_rose(metrics, "train/restarts", restarts)
-        if rollbacks is not None:
-            rollbacks = metrics["train/rollbacks"][-1]
-        if restarts is not None:
-            restarts = metrics["train/restarts"][-1]
+        back, restarted = (count_rose(metrics, name, counts.get(name))
+                           for name in ("train/rollbacks", "train/restarts"))
+        counts = {name: metrics[name][-1] for name in counts}
         bad = first_nonfinite_epoch(metrics, states.params, back | restarted)
         if bad is not None:
             raise NonFiniteError(
