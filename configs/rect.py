@@ -48,7 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 40 epochs (README); a replica that is stuck does not
     c.restart_above = 0.0  # > 0: at the end of every restart_every-th epoch, a replica whose
     # val loss (nats per image) is above this starts again from fresh parameters and optimiser
-    c.restart_every = 50  # (needs data.num_val > 0)
+    c.restart_every = 50  # (needs data.num_val > 0). Both depend on the model: a run that
+    # learns must be below the threshold by the check (rect_best: 40 nats at epoch 49; this
+    # source model sits on an ~85-nat plateau for 40-270 epochs: 60 at epoch 299; README)
     # Best of N seeds, off by default: train seeds seed..seed+N-1 to select_at_epoch, keep
     # the one with the lowest mean logged val loss over the select_window_epochs before it,
     # finish only that one (vaeshapes/selection.py; needs data.num_val > 0)
