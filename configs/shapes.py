@@ -76,4 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.prior_fourier_features = 0  # > 0: that many random Fourier features of z_<d
     # feed each conditional's MLP (sin and cos; models.ConditionalMixture)
     c.model.prior_fourier_scale = 1.0  # std of their frequencies, per unit of z
+    c.model.prior_order = ()  # the autoregressive prior's order over z's dimensions (a
+    # permutation of range(latent_dim)); (): 0, 1, ..., latent_dim - 1
     return c

@@ -137,6 +137,19 @@ def test_fourier_features_need_the_autoregressive_prior_and_a_positive_scale():
         validate_config(config)
 
 
+def test_prior_order_must_permute_the_latent_dims_of_an_autoregressive_prior():
+    config = tiny_rect_config()  # latent_dim 8
+    config.model.prior_order = (7, 6, 5, 4, 3, 2, 1, 0)
+    with pytest.raises(UserError, match="prior_type = 'autoregressive'"):
+        validate_config(config)
+    config.model.prior_components, config.model.prior_type = 4, "autoregressive"
+    validate_config(config)
+    for bad in [(0, 1, 2), (0, 1, 2, 3, 4, 5, 6, 6), (1, 2, 3, 4, 5, 6, 7, 8)]:
+        config.model.prior_order = bad
+        with pytest.raises(UserError, match="must be a permutation of 0..7"):
+            validate_config(config)
+
+
 def test_learned_prior_refuses_free_bits():
     config = tiny_rect_config()
     config.model.prior_components = 4

@@ -92,6 +92,9 @@ class ConvVAE(nn.Module):
         ``prior_hidden`` computes from z_<d (free parameters for z_1).
       prior_fourier_features, prior_fourier_scale: random Fourier features of z_<d for
         the autoregressive prior's MLPs (``ConditionalMixture``); 0 features: none.
+      prior_order: the order in which the autoregressive prior factorises z, a
+        permutation of range(latent_dim) (its first entry is the dimension drawn first);
+        empty: 0, 1, ..., D-1.
     """
 
     latent_dim: int
@@ -109,6 +112,7 @@ class ConvVAE(nn.Module):
     prior_hidden: Sequence[int] = ()
     prior_fourier_features: int = 0
     prior_fourier_scale: float = 1.0
+    prior_order: Sequence[int] = ()
 
     @property
     def autoregressive_prior(self) -> bool:
@@ -182,6 +186,7 @@ class ConvVAE(nn.Module):
         if not self.prior_components:
             return elbo.standard_normal_log_prob(z)
         if self.autoregressive_prior:
+            z = z[..., self._order]
             return sum(self._conditional_log_prob(z, d) for d in range(self.latent_dim))
         log_weights = jax.nn.log_softmax(self.prior_logits)
         per_component = elbo.log_normal_pairwise(z, self.prior_means, self.prior_logvars)
@@ -195,15 +200,19 @@ class ConvVAE(nn.Module):
             z = jnp.zeros((num, self.latent_dim))
             for d, k in enumerate(jax.random.split(key, self.latent_dim)):
                 z = z.at[:, d].set(_sample_mixture_1d(k, *self._conditional(z[:, :d], d)))
-            return z
+            return z[:, inverse_permutation(self._order)]
         k_component, k_noise = jax.random.split(key)
         eps = jax.random.normal(k_noise, (num, self.latent_dim))
         c = jax.random.categorical(k_component, self.prior_logits, shape=(num,))
         return self.prior_means[c] + jnp.exp(0.5 * self.prior_logvars[c]) * eps
 
+    @property
+    def _order(self) -> tuple[int, ...]:
+        return tuple(self.prior_order) or tuple(range(self.latent_dim))
+
     def _conditional(self, z_before: jax.Array, d: int):
-        """The autoregressive prior's mixture over z_d given z_<d [..., d]: logits, means,
-        log-variances [..., M]."""
+        """The autoregressive prior's mixture over z_d given z_<d [..., d] (in the prior's
+        order): logits, means, log-variances [..., M]."""
         chex.assert_axis_dimension(z_before, -1, d)
         if d == 0:
             return tuple(jnp.broadcast_to(p, (*z_before.shape[:-1], self.prior_components))
@@ -223,6 +232,14 @@ class ConvVAE(nn.Module):
         mu, logvar = self.encode(x)
         self.prior_log_prob(mu)
         return self.decode(mu), mu, logvar
+
+
+def inverse_permutation(order: Sequence[int]) -> tuple[int, ...]:
+    """The permutation that undoes ``order``: z[..., order][..., inverse] == z."""
+    inverse = [0] * len(order)
+    for position, dim in enumerate(order):
+        inverse[dim] = position
+    return tuple(inverse)
 
 
 def _sample_mixture_1d(key: jax.Array, logits: jax.Array, means: jax.Array,
@@ -255,6 +272,7 @@ def build_model(config) -> ConvVAE:
         prior_hidden=tuple(m.prior_hidden),
         prior_fourier_features=m.prior_fourier_features,
         prior_fourier_scale=m.prior_fourier_scale,
+        prior_order=tuple(m.prior_order),
     )
 
 

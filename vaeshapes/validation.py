@@ -52,7 +52,7 @@ KNOWN_FIELDS = {
     "model": {"num_classes", "embed_dim", "encoder_convs", "encoder_dense",
               "decoder_input_shape", "decoder_dense_relu", "decoder_convs", "conv_impl",
               "decoder_dense", "prior_components", "prior_type", "prior_hidden",
-              "prior_fourier_features", "prior_fourier_scale"},
+              "prior_fourier_features", "prior_fourier_scale", "prior_order"},
 }
 
 
@@ -135,6 +135,7 @@ def validate_config(config) -> None:
                         f"{config.model.prior_fourier_features} feeds the autoregressive "
                         f"prior's MLPs: it needs config.model.prior_type = 'autoregressive' "
                         f"and config.model.prior_components > 0")
+    _check_prior_order(config)
     _check_decoder_output(config)
     for field in ("keep_best", "data.stream", "train_elbo_encoder", "train_only_prior"):
         if not isinstance(_get(config, field), bool):
@@ -198,6 +199,22 @@ def _check_widths(config, field: str) -> None:
     if not ok:
         raise UserError(f"config.{field} = {widths!r}: must be a tuple of layer widths, "
                         "integers >= 1 (empty: no such layers)")
+
+
+def _check_prior_order(config) -> None:
+    order = _get(config, "model.prior_order")
+    if not isinstance(order, (tuple, list)):
+        raise UserError(f"config.model.prior_order = {order!r}: must be a tuple")
+    if not order:
+        return
+    if sorted(order) != list(range(config.latent_dim)):
+        raise UserError(f"config.model.prior_order = {tuple(order)!r}: must be a permutation "
+                        f"of 0..{config.latent_dim - 1} (config.latent_dim = "
+                        f"{config.latent_dim}), or () for that order")
+    if not (config.model.prior_components and config.model.prior_type == "autoregressive"):
+        raise UserError(f"config.model.prior_order = {tuple(order)!r} orders the "
+                        f"autoregressive prior: it needs config.model.prior_type = "
+                        f"'autoregressive' and config.model.prior_components > 0")
 
 
 def _check_decoder_output(config) -> None:
