@@ -88,6 +88,42 @@ def test_discrete_information_identities():
 
 
 @pytest.mark.parametrize("jit", [False, True])
+def test_latent_dependence_finds_the_dependent_pairs_and_the_chain_joins_them(jit):
+    # dims 1 and 3 share a 9-valued factor (a rotated pair), dim 2 is a non-monotonic
+    # function of dim 0, dim 4 is independent of all
+    k = jax.random.split(jax.random.PRNGKey(5), 4)
+    colour = jax.random.randint(k[0], (N,), 0, 9).astype(jnp.float32)
+    other = jax.random.normal(k[1], (N,))
+    z0 = jax.random.normal(k[2], (N,))
+    z = jnp.stack([z0, colour + 0.3 * other, jnp.abs(z0), colour - 0.3 * other,
+                   jax.random.normal(k[3], (N,))], axis=1)
+    dependence_fn = jax.jit(analysis.latent_dependence) if jit else analysis.latent_dependence
+    dependence = dependence_fn(z)
+    chex.assert_shape(dependence, (5, 5))
+    chex.assert_trees_all_close(dependence, dependence.T)
+    np.testing.assert_array_equal(np.diag(dependence), 0.0)
+    assert float(dependence[1, 3]) > 1.0 and float(dependence[0, 2]) > 1.0
+    bias = (10 - 1) ** 2 / (2 * N)  # the plug-in estimate's bias for independent dims
+    for i, j in [(0, 1), (0, 3), (0, 4), (1, 4), (2, 4), (3, 4)]:
+        assert float(dependence[i, j]) < 3 * bias
+    chain = analysis.dependency_chain(dependence)
+    assert sorted(chain) == [0, 1, 2, 3, 4]
+    assert abs(chain.index(1) - chain.index(3)) == 1
+    assert abs(chain.index(0) - chain.index(2)) == 1
+    codes = analysis.quantile_discretize(jnp.arange(100.0))
+    np.testing.assert_array_equal(np.bincount(np.asarray(codes)), np.full(10, 10))
+
+
+def test_dependency_chain_starts_with_the_strongest_pair_and_grows_at_its_ends():
+    m = np.zeros((5, 5))
+    for (i, j), v in {(2, 4): 0.9, (0, 4): 0.5, (1, 2): 0.4, (0, 3): 0.3, (1, 3): 0.2}.items():
+        m[i, j] = m[j, i] = v
+    # (2, 4); 0 joins 4's end (0.5); 1 joins 2's end (0.4); 3 joins 0's end (0.3)
+    assert analysis.dependency_chain(m) == (1, 2, 4, 0, 3)
+    assert analysis.dependency_chain(np.zeros((1, 1))) == (0,)
+
+
+@pytest.mark.parametrize("jit", [False, True])
 def test_constant_norm_edit_keeps_the_norm(jit):
     edit = jax.jit(analysis.constant_norm_edit) if jit else analysis.constant_norm_edit
     z = jnp.array([0.5, -1.0, 2.0, 0.3])

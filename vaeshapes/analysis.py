@@ -5,6 +5,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -142,6 +143,48 @@ def mutual_info_matrix(latents: jax.Array, factors: jax.Array,
                                      in_axes=1)(z_codes), in_axes=1)(f_codes)
     entropy = jax.vmap(lambda f: discrete_entropy(f, num_bins), in_axes=1)(f_codes)
     return mi, entropy
+
+
+def quantile_discretize(values: jax.Array, num_bins: int = 10) -> jax.Array:
+    """Codes [N] in [0, num_bins) of values [N]: bins holding equal counts, bounded at
+    the interior quantiles (robust to the long tails of learned codes)."""
+    chex.assert_rank(values, 1)
+    edges = jnp.quantile(values, jnp.linspace(0.0, 1.0, num_bins + 1)[1:-1])
+    return jnp.searchsorted(edges, values).astype(jnp.int32)
+
+
+def latent_dependence(latents: jax.Array, num_bins: int = 10) -> jax.Array:
+    """Plug-in mutual information [D, D] (nats) between each pair of latent dimensions
+    [N, D], each discretised into ``num_bins`` equal-count bins; 0 on the diagonal. Its
+    bias, about (num_bins - 1)^2 / 2N, is the level of independent dimensions."""
+    chex.assert_rank(latents, 2)
+    codes = jax.vmap(lambda v: quantile_discretize(v, num_bins), in_axes=1, out_axes=1)(
+        latents)
+    pair = lambda a: jax.vmap(lambda b: discrete_mutual_info(a, b, num_bins), in_axes=1)(
+        codes)
+    mi = jax.vmap(pair, in_axes=1)(codes)
+    return jnp.where(jnp.eye(latents.shape[1], dtype=bool), 0.0, mi)
+
+
+def dependency_chain(dependence: np.ndarray) -> tuple[int, ...]:
+    """An order of the D latent dimensions that puts dependent ones side by side, from
+    their pairwise dependence [D, D]: start with the most dependent pair, then add, at
+    either end, the remaining dimension most dependent on that end. An order for the
+    autoregressive prior (``model.prior_order``) that needs no labels."""
+    dependence = np.asarray(dependence, np.float64)
+    d = dependence.shape[0]
+    chex.assert_shape(dependence, (d, d))
+    scores = np.where(np.eye(d, dtype=bool), -np.inf, dependence)
+    if d == 1:
+        return (0,)
+    i, j = np.unravel_index(np.argmax(scores), scores.shape)
+    chain = [int(min(i, j)), int(max(i, j))]
+    while len(chain) < d:
+        _, dim, front = max((scores[k, end], k, end == chain[0])
+                            for k in range(d) if k not in chain
+                            for end in (chain[0], chain[-1]))
+        chain = [dim, *chain] if front else [*chain, dim]
+    return tuple(chain)
 
 
 def mutual_info_gap(mi: jax.Array, entropy: jax.Array) -> jax.Array:

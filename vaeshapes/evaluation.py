@@ -38,7 +38,7 @@ IWAE_DECODES = 2000  # decoder passes per compiled step (images x chunk), bounds
 # are reported for seed 0 only (dimension i of one seed has nothing to do with another's).
 FACTOR_KEYS = ("latent/factor_score", "latent/mig_per_factor", "latent/factor_entropy_nats")
 DIMENSION_KEYS = ("latent/factor_dim", "latent/edit_dim", "latent/association",
-                  "latent/mutual_info_nats")
+                  "latent/mutual_info_nats", "latent/dim_dependence_nats")
 
 
 def info_noise_std(config) -> float:
@@ -153,6 +153,7 @@ def latent_metrics(params, mu: jax.Array, z: jax.Array, test: data.Split, key: j
     out = {
         "latent/association": association,
         "latent/mutual_info_nats": mi,
+        "latent/dim_dependence_nats": analysis.latent_dependence(mu),
         "latent/factor_entropy_nats": entropy,
         "latent/factor_dim": factor_dim,
         "latent/factor_score": association.max(axis=1),
@@ -287,7 +288,8 @@ def summarise(per_seed: dict[str, np.ndarray]) -> dict:
 
 def name_factor_axes(metrics: dict, factor_names: tuple[str, ...]) -> dict:
     """Turns per-factor lists into {factor: value} dicts. Metrics indexed by dimension are
-    seed 0's, without a std (``per_seed`` keeps every seed's)."""
+    seed 0's, without a std (``per_seed`` keeps every seed's); ``latent/dependency_chain``
+    is the prior order that seed 0's dimension dependence suggests."""
     named = lambda values: dict(zip(factor_names, values, strict=True))
     for key in FACTOR_KEYS:
         metrics[key], metrics[f"{key}/std"] = named(metrics[key]), named(metrics[f"{key}/std"])
@@ -296,6 +298,8 @@ def name_factor_axes(metrics: dict, factor_names: tuple[str, ...]) -> dict:
         metrics[key] = metrics["per_seed"][key][0]
     metrics["latent/factor_dim"] = named(int(d) for d in metrics["latent/factor_dim"])
     metrics["latent/edit_dim"] = int(metrics["latent/edit_dim"])
+    metrics["latent/dependency_chain"] = list(
+        analysis.dependency_chain(metrics["latent/dim_dependence_nats"]))
     return metrics
 
 
