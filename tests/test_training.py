@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import chex
@@ -113,6 +114,19 @@ def test_checkpoint_written_before_added_fields_existed_still_loads(trained, tmp
     mngr.close()
     loaded, restored, epoch, _ = training.load_checkpoint(tmp_path)
     assert epoch == 4 and loaded.keep_best is True and loaded.rollback_tolerance == 0.0
+    chex.assert_trees_all_equal(restored, states)
+
+
+def test_checkpoint_written_before_a_state_field_existed_still_loads(trained, tmp_path):
+    config, _, states = trained
+    assert states.restarts is None  # the field the state had not yet (restart_above = 0)
+    old_state = {f.name: getattr(states, f.name) for f in dataclasses.fields(states)
+                 if f.name != "restarts"}  # how orbax stored the state before the field
+    mngr = checkpoints.manager(tmp_path / "checkpoints")
+    checkpoints.save(mngr, 4, old_state, config)
+    mngr.close()
+    _, restored, epoch, _ = training.load_checkpoint(tmp_path)
+    assert epoch == 4
     chex.assert_trees_all_equal(restored, states)
 
 

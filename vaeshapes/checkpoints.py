@@ -8,6 +8,7 @@ run chosen among seeds. A checkpoint carries its config, so
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -80,14 +81,24 @@ def restore_config(mngr: ocp.CheckpointManager, epoch: int) -> ml_collections.Co
 
 
 def restore_states(mngr: ocp.CheckpointManager, epoch: int, target):
-    """The train state of checkpoint ``epoch``, shaped like ``target`` (arrays or abstract)."""
+    """The train state of checkpoint ``epoch``, shaped like ``target`` (arrays or abstract,
+    a dataclass). A checkpoint written before a field that is None here existed (an
+    optional state such as ``restarts``) is read without it."""
+    restore = lambda item: mngr.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(item))).state
     try:
-        stored = mngr.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))
+        return restore(target)
     except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
-        raise UserError(f"cannot restore checkpoint {mngr.directory / str(epoch)}: "
-                        f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
-    return stored.state
+        error = e
+    present = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
+               if getattr(target, f.name) is not None}
+    if len(present) < len(dataclasses.fields(target)):
+        try:
+            return target.replace(**restore(present))
+        except Exception:  # noqa: BLE001, S110 - report the first error below
+            pass
+    raise UserError(f"cannot restore checkpoint {mngr.directory / str(epoch)}: "
+                    f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from error
 
 
 def saved_epochs(ckpt_dir: Path) -> list[int]:
