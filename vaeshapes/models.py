@@ -15,6 +15,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vaeshapes import data, elbo, layers
 
@@ -236,10 +237,7 @@ class ConvVAE(nn.Module):
 
 def inverse_permutation(order: Sequence[int]) -> tuple[int, ...]:
     """The permutation that undoes ``order``: z[..., order][..., inverse] == z."""
-    inverse = [0] * len(order)
-    for position, dim in enumerate(order):
-        inverse[dim] = position
-    return tuple(inverse)
+    return tuple(int(i) for i in np.argsort(order))
 
 
 def _sample_mixture_1d(key: jax.Array, logits: jax.Array, means: jax.Array,

@@ -129,12 +129,9 @@ def validate_config(config) -> None:
         _check_widths(config, field)
     _check_int(config, "model.prior_fourier_features", 0)
     _check_float(config, "model.prior_fourier_scale", 0.0, strict=True)
-    if config.model.prior_fourier_features and not (config.model.prior_components
-                                                    and prior_type == "autoregressive"):
-        raise UserError(f"config.model.prior_fourier_features = "
-                        f"{config.model.prior_fourier_features} feeds the autoregressive "
-                        f"prior's MLPs: it needs config.model.prior_type = 'autoregressive' "
-                        f"and config.model.prior_components > 0")
+    if config.model.prior_fourier_features:
+        _require_autoregressive_prior(config, "model.prior_fourier_features",
+                                      "feeds the autoregressive prior's MLPs")
     _check_prior_order(config)
     _check_decoder_output(config)
     for field in ("keep_best", "data.stream", "train_elbo_encoder", "train_only_prior"):
@@ -211,10 +208,14 @@ def _check_prior_order(config) -> None:
         raise UserError(f"config.model.prior_order = {tuple(order)!r}: must be a permutation "
                         f"of 0..{config.latent_dim - 1} (config.latent_dim = "
                         f"{config.latent_dim}), or () for that order")
+    _require_autoregressive_prior(config, "model.prior_order", "orders the autoregressive prior")
+
+
+def _require_autoregressive_prior(config, field: str, what: str) -> None:
     if not (config.model.prior_components and config.model.prior_type == "autoregressive"):
-        raise UserError(f"config.model.prior_order = {tuple(order)!r} orders the "
-                        f"autoregressive prior: it needs config.model.prior_type = "
-                        f"'autoregressive' and config.model.prior_components > 0")
+        raise UserError(f"config.{field} = {_get(config, field)!r} {what}: it needs "
+                        f"config.model.prior_type = 'autoregressive' and "
+                        f"config.model.prior_components > 0")
 
 
 def _check_decoder_output(config) -> None:
