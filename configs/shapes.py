@@ -77,5 +77,6 @@ def get_config() -> ml_collections.ConfigDict:
     # feed each conditional's MLP (sin and cos; models.ConditionalMixture)
     c.model.prior_fourier_scale = 1.0  # std of their frequencies, per unit of z
     c.model.prior_order = ()  # the autoregressive prior's order over z's dimensions (a
-    # permutation of range(latent_dim)); (): 0, 1, ..., latent_dim - 1
+    # permutation of range(latent_dim)); (): 0, 1, ..., latent_dim - 1; ("chain",): the
+    # dependency chain of init_from's codes, fixed when training starts
     return c

@@ -1,5 +1,8 @@
 """The learned priors end to end: training, evaluation, IWAE weights."""
 
+import json
+import shutil
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,7 +10,7 @@ import optax
 import pytest
 
 from tests.conftest import tiny_rect_config
-from vaeshapes import analysis, data, elbo, evaluation, models, rng, training
+from vaeshapes import analysis, checkpoints, data, elbo, evaluation, models, rng, training
 
 # prior params: the mixture's 4 x (8 means, 8 log-variances, 1 weight); the autoregressive
 # prior's first factor (3 x 4) and, for d = 1..7, Dense(d -> 16) + Dense(16 -> 12).
@@ -121,3 +124,33 @@ def test_prior_only_gradients_equal_the_prior_part_of_the_full_gradient():
     chex.assert_trees_all_equal(rest, jax.tree_util.tree_map(jnp.zeros_like,
                                                              training.split_prior(full)[1]))
     assert float(optax.tree.norm(training.split_prior(full)[1])) > 0  # zeros by choice
+
+
+def test_chain_order_starts_with_the_most_dependent_dims_and_is_kept_on_resume(tmp_path):
+    config = tiny_rect_config()
+    config.num_epochs, config.model.prior_components = 1, 4
+    config.model.prior_type, config.model.prior_hidden = "autoregressive", (8,)
+    training.train(config, tmp_path / "joint")
+    source_config, states, epoch, _ = training.load_checkpoint(tmp_path / "joint")
+    params = jax.tree_util.tree_map(lambda p: p, states.params)  # a mutable copy
+    params["params"]["fc_mu"] = {name: p.at[..., 5].set(-p[..., 2])  # mu_5 = -mu_2
+                                 for name, p in params["params"]["fc_mu"].items()}
+    edited = checkpoints.manager(tmp_path / "edited" / checkpoints.CHECKPOINT_DIR)
+    checkpoints.save(edited, epoch, states.replace(params=params), source_config)
+    edited.close()
+
+    config.train_only_prior, config.init_from = True, str(tmp_path / "edited")
+    config.num_epochs, config.model.prior_order = 2, models.CHAIN_ORDER
+    order = training.chain_prior_order(config)
+    assert order[:2] == (2, 5)  # the most dependent pair first
+    assert sorted(order) == list(range(8))
+    training.train(config, tmp_path / "refit", stop_at=1)
+    stored = json.loads((tmp_path / "refit" / "config.json").read_text())
+    assert tuple(stored["model"]["prior_order"]) == order
+    assert tuple(config.model.prior_order) == models.CHAIN_ORDER  # the caller's config
+    shutil.rmtree(tmp_path / "edited")  # a resume takes the order it started with
+    training.train(config, tmp_path / "refit")
+    refit_config, _, refit_epoch, _ = training.load_checkpoint(tmp_path / "refit")
+    assert (refit_epoch, tuple(refit_config.model.prior_order)) == (2, order)
+    with pytest.raises(ValueError, match="resolve it first"):
+        models.build_model(config)

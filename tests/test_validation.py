@@ -150,6 +150,21 @@ def test_prior_order_must_permute_the_latent_dims_of_an_autoregressive_prior():
             validate_config(config)
 
 
+def test_chain_order_needs_a_trained_model_and_one_replica():
+    config = tiny_rect_config()
+    config.model.prior_order = ("chain",)
+    with pytest.raises(UserError, match="prior_type = 'autoregressive'"):
+        validate_config(config)
+    config.model.prior_components, config.model.prior_type = 4, "autoregressive"
+    with pytest.raises(UserError, match="needs config.init_from"):
+        validate_config(config)
+    config.init_from = "runs/x"
+    validate_config(config)
+    config.num_seeds = 2
+    with pytest.raises(UserError, match="one order per run: set config.num_seeds = 1"):
+        validate_config(config)
+
+
 def test_learned_prior_refuses_free_bits():
     config = tiny_rect_config()
     config.model.prior_components = 4

@@ -303,13 +303,6 @@ def name_factor_axes(metrics: dict, factor_names: tuple[str, ...]) -> dict:
     return metrics
 
 
-def encode_split(model, params, images: jax.Array, batch_size: int):
-    """Posterior means and log-variances [N, D] of images, encoded batch_size at a time."""
-    encode = lambda x: model.apply(params, x[None], method="encode")
-    mu, logvar = jax.lax.map(encode, images, batch_size=batch_size)
-    return mu[:, 0], logvar[:, 0]
-
-
 def write_features_csv(path: Path, split: data.Split, data_name: str, mu: np.ndarray,
                        logvar: np.ndarray) -> None:
     """Source 000's features table: per test image its scalar factors (the analysed ones
@@ -348,7 +341,7 @@ def draw_figures(config, params, splits, outdir: Path, workdir: Path, key: jax.A
 
     if (workdir / "metrics.jsonl").exists():
         plotting.training_curves(workdir / "metrics.jsonl", outdir / "training_curves.png")
-    mu, logvar = jax.device_get(jax.jit(partial(encode_split, model, batch_size=(
+    mu, logvar = jax.device_get(jax.jit(partial(models.encode_split, model, batch_size=(
         config.eval_batch_size)))(params, test.images))
     write_features_csv(outdir / "features.csv", test, name, mu, logvar)
     x = test.images[:8]

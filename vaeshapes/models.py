@@ -29,6 +29,9 @@ CONV_IMPLS = {
 
 
 PRIOR_TYPES = ("mixture", "autoregressive")
+# config.model.prior_order for the dependency chain of a trained model's codes
+# (training.resolve_prior_order); on the command line --config.model.prior_order=chain.
+CHAIN_ORDER = ("chain",)
 MIN_PRIOR_LOGVAR = -9.0  # the autoregressive prior's components: std >= 0.011
 
 
@@ -95,7 +98,8 @@ class ConvVAE(nn.Module):
         the autoregressive prior's MLPs (``ConditionalMixture``); 0 features: none.
       prior_order: the order in which the autoregressive prior factorises z, a
         permutation of range(latent_dim) (its first entry is the dimension drawn first);
-        empty: 0, 1, ..., D-1.
+        empty: 0, 1, ..., D-1. (The config's CHAIN_ORDER is replaced by a permutation
+        before a model is built: ``training.resolve_prior_order``.)
     """
 
     latent_dim: int
@@ -254,6 +258,9 @@ def _sample_mixture_1d(key: jax.Array, logits: jax.Array, means: jax.Array,
 def build_model(config) -> ConvVAE:
     """The ConvVAE described by ``config.model`` and ``config.latent_dim``."""
     m = config.model
+    if tuple(m.prior_order) == CHAIN_ORDER:
+        raise ValueError(f"config.model.prior_order = {CHAIN_ORDER}: resolve it first "
+                         "(training.resolve_prior_order)")
     return ConvVAE(
         latent_dim=config.latent_dim,
         num_classes=m.num_classes,
@@ -272,6 +279,15 @@ def build_model(config) -> ConvVAE:
         prior_fourier_scale=m.prior_fourier_scale,
         prior_order=tuple(m.prior_order),
     )
+
+
+def encode_split(model, params, images: jax.Array, batch_size: int):
+    """Posterior means and log-variances [N, D] of images [N, H, W(, 1)], encoded
+    batch_size at a time."""
+    chex.assert_rank(images, {3, 4})
+    encode = lambda x: model.apply(params, x[None], method="encode")
+    mu, logvar = jax.lax.map(encode, images, batch_size=batch_size)
+    return mu[:, 0], logvar[:, 0]
 
 
 def input_shape(config) -> tuple[int, ...]:

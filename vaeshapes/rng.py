@@ -2,11 +2,11 @@
 
 import jax
 
-PURPOSES = ("data", "init", "train", "eval")
+PURPOSES = ("data", "init", "train", "eval", "prior_order")
 
 
 def purpose_key(seed: int, purpose: str) -> jax.Array:
-    """The key for one purpose (data, init, train, eval) of a run with ``seed``."""
+    """The key for one purpose (PURPOSES) of a run with ``seed``."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), PURPOSES.index(purpose))
 
 

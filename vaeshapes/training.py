@@ -17,6 +17,7 @@ a batch is the same whatever the number of devices and processes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaeshapes import checkpoints, data, elbo, models, parallel, plotting, rng
+from vaeshapes import analysis, checkpoints, data, elbo, models, parallel, plotting, rng
 from vaeshapes.validation import UserError, validate_config
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
@@ -695,6 +696,46 @@ def load_init_params(config, states: TrainState, optimizer, mesh) -> TrainState:
         states, source.params)
 
 
+NUM_ORDER_IMAGES = 16384  # fresh images whose codes give the dependency chain (1000 give
+# chains that differ from draw to draw where dependences nearly tie; search log)
+
+
+def chain_prior_order(config) -> tuple[int, ...]:
+    """``analysis.dependency_chain`` of the posterior means that ``config.init_from``'s
+    replica 0 gives NUM_ORDER_IMAGES fresh images (drawn with this run's key
+    "prior_order"): an order for an autoregressive prior of its codes, with no labels."""
+    source_config, source, _, _ = load_checkpoint(config.init_from, flag="config.init_from")
+    name = config.data.name
+    key = rng.replica_keys(config.seed, "prior_order", 1, config.first_replica)[0]
+    images = jax.jit(data.draw, static_argnums=0)(
+        name, data.split_keys(name, key, NUM_ORDER_IMAGES)).images
+    encode = partial(models.encode_split, models.build_model(source_config),
+                     batch_size=config.eval_batch_size)
+    mu, _ = jax.jit(encode)(jax.tree_util.tree_map(lambda p: p[0], source.params), images)
+    return analysis.dependency_chain(analysis.latent_dependence(mu))
+
+
+def resolve_prior_order(config, workdir: Path):
+    """``config``, or a copy whose ``model.prior_order`` = models.CHAIN_ORDER is replaced
+    by the order it stands for: the one the run in ``workdir`` started with when there
+    is one to resume, else ``chain_prior_order``."""
+    if tuple(config.model.prior_order) != models.CHAIN_ORDER:
+        return config
+    epochs = checkpoints.saved_epochs(workdir / checkpoints.CHECKPOINT_DIR)
+    if epochs:
+        mngr = checkpoints.manager(workdir / checkpoints.CHECKPOINT_DIR, read_only=True)
+        order = tuple(checkpoints.restore_config(mngr, epochs[-1]).model.prior_order)
+        mngr.close()
+        source = f"as the run in {workdir} started"
+    else:
+        order = chain_prior_order(config)
+        source = f"the dependency chain of {config.init_from}'s codes"
+    resolved = copy.deepcopy(config)
+    resolved.model.prior_order = order
+    say(f"config.model.prior_order = {order}: {source}")
+    return resolved
+
+
 def same_shapes(a, b) -> bool:
     """Whether two pytrees have the same structure and leaf shapes."""
     try:
@@ -754,6 +795,7 @@ def train(config, workdir: str | Path, stop_at: int | None = None) -> TrainState
     workdir = Path(workdir)
     if config.init_from and not (workdir / checkpoints.CHECKPOINT_DIR).is_dir():
         checkpoints.locate(config.init_from, "config.init_from")  # before building data
+    config = resolve_prior_order(config, workdir)
     trainer = build_trainer(config)
     mesh = trainer.mesh
     say(f"{num_replicas(config)} replica(s) on {mesh.devices.size} "

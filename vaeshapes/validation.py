@@ -204,11 +204,26 @@ def _check_prior_order(config) -> None:
         raise UserError(f"config.model.prior_order = {order!r}: must be a tuple")
     if not order:
         return
+    if tuple(order) == models.CHAIN_ORDER:
+        _check_chain_order(config)
+        return
     if sorted(order) != list(range(config.latent_dim)):
         raise UserError(f"config.model.prior_order = {tuple(order)!r}: must be a permutation "
                         f"of 0..{config.latent_dim - 1} (config.latent_dim = "
-                        f"{config.latent_dim}), or () for that order")
+                        f"{config.latent_dim}), () for that order, or ('chain',)")
     _require_autoregressive_prior(config, "model.prior_order", "orders the autoregressive prior")
+
+
+def _check_chain_order(config) -> None:
+    _require_autoregressive_prior(config, "model.prior_order", "orders the autoregressive prior")
+    field = f"config.model.prior_order = {models.CHAIN_ORDER!r}"
+    if not config.init_from:
+        raise UserError(f"{field} orders the prior by the codes of a trained model: it needs "
+                        "config.init_from (that model's workdir)")
+    if config.num_seeds > 1 or config.sweep_betas or config.select_candidates > 1:
+        raise UserError(f"{field} gives one order per run: set config.num_seeds = 1 (and "
+                        "config.first_replica = k for replica k), no config.sweep_betas and "
+                        "config.select_candidates = 1")
 
 
 def _require_autoregressive_prior(config, field: str, what: str) -> None:
