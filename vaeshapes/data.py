@@ -267,11 +267,11 @@ def build_splits(data_config, key: jax.Array) -> dict[str, Split]:
     The keys are ``fold_in(key, i)`` for train (0), val (1) and test (2), so the
     splits are disjoint draws and adding a split never changes the others.
     """
-    return {split: _draw_jit(data_config.name, keys) for split, keys in
+    return {split: draw_jit(data_config.name, keys) for split, keys in
             build_split_keys(data_config, key).items()}
 
 
-_draw_jit = jax.jit(draw, static_argnums=0)
+draw_jit = jax.jit(draw, static_argnums=0)  # draw, compiled once per dataset name
 
 
 def entropy_floor_nats(data_config) -> float | None:

@@ -707,8 +707,7 @@ def chain_prior_order(config) -> tuple[int, ...]:
     source_config, source, _, _ = load_checkpoint(config.init_from, flag="config.init_from")
     name = config.data.name
     key = rng.replica_keys(config.seed, "prior_order", 1, config.first_replica)[0]
-    images = jax.jit(data.draw, static_argnums=0)(
-        name, data.split_keys(name, key, NUM_ORDER_IMAGES)).images
+    images = data.draw_jit(name, data.split_keys(name, key, NUM_ORDER_IMAGES)).images
     encode = partial(models.encode_split, models.build_model(source_config),
                      batch_size=config.eval_batch_size)
     mu, _ = jax.jit(encode)(jax.tree_util.tree_map(lambda p: p[0], source.params), images)
