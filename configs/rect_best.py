@@ -29,7 +29,8 @@ def get_config():
     # afresh: seed 60's replica 3 never learned colour (val loss 77 at epoch 20, 73 at the
     # end, 3% valid prior samples) where its 3 sibling replicas were at 20-23 by epoch 40;
     # restarted at epoch 49 it was at 21 by epoch 80 and ended at 98.4% valid. Runs below
-    # it are unchanged.
+    # it are unchanged. A replica that was once below it is left to rollback (one of 16 GPU
+    # replicas spiked to 68 at epoch 1349 and, under the first rule, lost its training).
     c.log_every = 20
     c.checkpoint_every = 100
     # The source's convolutions with MLPs around the latent: encoder Conv 4 -> Conv 8 ->

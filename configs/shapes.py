@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollback_patience = 50  # rect_best's brief spikes above 1.2x its best recover within
     # 40 epochs (README); a replica that is stuck does not
     c.restart_above = 0.0  # > 0: at the end of every restart_every-th epoch, a replica whose
-    # val loss (nats per image) is above this starts again from fresh parameters and optimiser
+    # val loss (nats per image) is above this, and (with rollback) always was, starts again
+    # from fresh parameters and optimiser
     c.restart_every = 50  # (needs data.num_val > 0)
     # Best of N seeds, off by default (see configs/rect.py; vaeshapes/selection.py)
     c.select_candidates = 1

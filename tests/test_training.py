@@ -357,7 +357,7 @@ def test_rollback_recovers_from_divergence_across_a_resume(tmp_path):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_restart_if_stuck_starts_afresh_only_on_check_epochs_above_the_threshold(jit):
+def test_restart_if_stuck_starts_afresh_only_on_check_epochs_if_never_below_the_threshold(jit):
     config = tiny_rect_config()
     config.rollback_tolerance, config.restart_above = 0.2, 5.0
     model, optimizer = models.build_model(config), training.make_optimizer(config)
@@ -376,6 +376,10 @@ def test_restart_if_stuck_starts_afresh_only_on_check_epochs_above_the_threshold
     for val_loss, every in ((4.0, 4), (6.0, 3), (6.0, 5)):  # below it, or not a check epoch
         kept = restart(moved, jnp.float32(val_loss), fresh, 5.0, every)
         chex.assert_trees_all_equal(kept, moved)
+    was_good = moved.replace(fallback=moved.fallback.replace(val_loss=jnp.float32(4.0)))
+    for spike in (6.0, jnp.nan):  # once below the threshold: a spike is rollback's to mend
+        kept = restart(was_good, jnp.float32(spike), fresh, 5.0, 4)
+        chex.assert_trees_all_equal(kept, was_good)
     for bad in (6.0, jnp.nan):  # epoch 3 is the end of every 4th (and 2nd) epoch
         new = restart(moved, jnp.float32(bad), fresh, 5.0, 4)
         chex.assert_trees_all_equal(new.params, fresh.params)

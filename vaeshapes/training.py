@@ -376,11 +376,14 @@ def roll_back_if_worse(state: TrainState, val_loss: jax.Array, tolerance: float 
 def restart_if_stuck(state: TrainState, val_loss: jax.Array, fresh: TrainState,
                      above: float | jax.Array, every: int | jax.Array) -> TrainState:
     """``state`` after an epoch with validation loss ``val_loss`` (nats per image, []); but
-    at the end of every ``every``-th epoch, if that loss is above ``above`` or not finite,
-    ``fresh``'s params, optimiser state (its schedule starts again) and fallback (the
-    rollback count goes on), with the restart counted; epoch, step count and key go on."""
+    at the end of every ``every``-th epoch, if the replica's best loss so far (with
+    rollback; else this one) is above ``above`` or not finite, ``fresh``'s params,
+    optimiser state (its schedule starts again) and fallback (the rollback count goes on),
+    with the restart counted; epoch, step count and key go on. A replica that was once
+    below ``above`` is left to rollback: a late spike does not discard its training."""
     chex.assert_shape(val_loss, ())
-    stuck = ((state.epoch + 1) % every == 0) & ~(val_loss <= above)
+    best = val_loss if state.fallback is None else jnp.fmin(val_loss, state.fallback.val_loss)
+    stuck = ((state.epoch + 1) % every == 0) & ~(best <= above)
 
     def pick(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(stuck, a, b), new, old)
