@@ -11,6 +11,10 @@ switch on that short scale. Trained jointly they did not help (the encoder rearr
 the codes), fitted afterwards they do (docs/rect_best_search.md, "Random Fourier
 features"). With the encoder fixed, the ELBO's gradient for the prior is that of the
 log-likelihood of posterior samples, so this is maximum likelihood on the codes.
+
+The two stages together, keeping the one with the lower validation loss, are the recipe
+that meets issue 8's targets: on 16 new runs (an H200, --config.num_seeds=16) valid prior
+samples went from 89.96% to 95.55% on average (README, "The recipe on sixteen new runs").
 """
 
 from configs import rect_best
